@@ -1,0 +1,189 @@
+"""The `ray-app` command line: every entry point (Docker, RayJob, KFP, Katib) goes through here.
+
+ray-app data                      # validate the shipped UCI files and show the splits
+ray-app train --json              # 2 Ray Train workers -> test metrics -> MLflow registry
+ray-app evaluate --model-uri models:/adult-income@champion
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from ray_app.config import AppConfig, plain_mlp
+from ray_app.errors import UserError
+
+app = typer.Typer(
+    help="Train, tune and serve a PyTorch model for the UCI Adult income task on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="training CSV with a header (default: data/adult.data)"),
+]
+TestDataOpt = Annotated[
+    Path | None,
+    typer.Option("--test-data", help="test CSV with a header (default: data/adult.test)"),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print the result as one JSON object on stdout")
+]
+TrackingOpt = Annotated[
+    str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", envvar="RAY_ADDRESS", help="existing Ray cluster (default: local)"
+    ),
+]
+
+
+def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    err.print(f"[bold]{title}[/bold]")
+    for key, value in result.items():
+        typer.echo(f"{key}: {value}")
+
+
+def _build_config(**sections: dict[str, Any]) -> AppConfig:
+    """Validate CLI values into the typed tree; a bad value is a user error, not a traceback."""
+    try:
+        return AppConfig(**{k: v for k, v in sections.items() if v})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise UserError(f"invalid configuration: {problems}") from None
+
+
+@app.command()
+def data(
+    data_path: DataOpt = None,
+    test_data: TestDataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load and validate the data (checksums, schema) and show the train/val/test splits."""
+    from ray_app.data import load_splits, summarise
+
+    cfg = _build_config(data={"train_path": data_path, "test_path": test_data})
+    with err.status("loading and validating data"):
+        result = summarise(load_splits(cfg.data))
+    _emit(result, as_json, "data OK")
+
+
+@app.command()
+def train(
+    data_path: DataOpt = None,
+    test_data: TestDataOpt = None,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (DDP)", min=1)] = 2,
+    cpus_per_worker: Annotated[
+        int, typer.Option(help="CPUs (and torch threads) per worker", min=1)
+    ] = 1,
+    use_gpu: Annotated[bool, typer.Option(help="one GPU per worker")] = False,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="global batch size")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    model: Annotated[str, typer.Option(help="'plr' (default) or 'plain' (the seed's MLP)")] = "plr",
+    subsample: Annotated[int | None, typer.Option(help="train on N rows only (quick runs)")] = None,
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    max_failures: Annotated[int, typer.Option(help="worker failures to recover from")] = 2,
+    storage_path: Annotated[Path, typer.Option(help="Ray Train checkpoints")] = Path("ray_results"),
+    ray_address: RayAddressOpt = None,
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "adult-income",
+    registered_model: Annotated[str, typer.Option(help="MLflow registered model")] = "adult-income",
+    register: Annotated[bool, typer.Option(help="register a model version")] = True,
+    fail_once_at_epoch: Annotated[int | None, typer.Option(hidden=True)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train with Ray Train (DDP), evaluate on adult.test, log and register in MLflow."""
+    if model not in ("plr", "plain"):
+        raise UserError(f"--model must be 'plr' or 'plain', got {model!r}")
+    train_section = {"seed": seed, "fail_once_at_epoch": fail_once_at_epoch}
+    for key, value in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            train_section[key] = value
+    cfg = _build_config(
+        data={"train_path": data_path, "test_path": test_data, "subsample": subsample},
+        train=train_section,
+        ray={
+            "address": ray_address,
+            "num_workers": workers,
+            "cpus_per_worker": cpus_per_worker,
+            "use_gpu": use_gpu,
+            "max_failures": max_failures,
+            "storage_path": storage_path,
+        },
+        tracking={
+            "tracking_uri": tracking_uri,
+            "experiment": experiment,
+            "registered_model": registered_model,
+            "register_model": register,
+        },
+    )
+    if model == "plain":
+        cfg = plain_mlp(cfg)
+    from ray_app.jobs import run_train_job
+    from ray_app.runtime import ensure_ray
+
+    with err.status("starting") as status:
+
+        def progress(message: str) -> None:
+            status.update(message)
+            err.log(message)
+
+        progress("connecting to Ray")
+        where = ensure_ray(cfg.ray)
+        err.log(f"Ray: {where}")
+        result = run_train_job(cfg, progress)
+    _emit(result, as_json, "training finished")
+    if not as_json:
+        err.print(
+            f"MLflow: run {result['mlflow_run_id']} in {cfg.tracking.tracking_uri} "
+            f"(mlflow ui --backend-store-uri {cfg.tracking.tracking_uri}); "
+            f"model {result['registered_model']} v{result['model_version']}"
+        )
+
+
+@app.command()
+def evaluate(
+    model_uri: Annotated[
+        str, typer.Option(help="MLflow model URI")
+    ] = "models:/adult-income@champion",
+    test_data: TestDataOpt = None,
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the official test split with a logged or registered model."""
+    from ray_app.jobs import run_evaluate_job
+
+    cfg = _build_config(data={"test_path": test_data}, tracking={"tracking_uri": tracking_uri})
+    with err.status(f"evaluating {model_uri}"):
+        result = run_evaluate_job(cfg, model_uri)
+    _emit(result, as_json, "evaluation")
+
+
+def main() -> None:
+    """Console-script entry: user errors print one line and exit 2, without a traceback."""
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

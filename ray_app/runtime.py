@@ -1,0 +1,19 @@
+"""Starting or joining Ray: the only place `ray.init` is called."""
+
+from __future__ import annotations
+
+from ray_app.config import RayConfig
+
+
+def ensure_ray(cfg: RayConfig) -> str:
+    """Join `cfg.address` (the CLI fills it from --ray-address or RAY_ADDRESS), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return "already-initialized"
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=True)
+        return cfg.address
+    # Embedded default: a local Ray sized to this machine; no dashboard to save start-up time.
+    ray.init(include_dashboard=False, log_to_driver=True)
+    return "local"
