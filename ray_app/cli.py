@@ -112,7 +112,7 @@ def train(
     """Train with Ray Train (DDP), evaluate on adult.test, log and register in MLflow."""
     if model not in ("plr", "plain"):
         raise UserError(f"--model must be 'plr' or 'plain', got {model!r}")
-    train_section = {"seed": seed, "fail_once_at_epoch": fail_once_at_epoch}
+    train_section: dict[str, Any] = {"seed": seed, "fail_once_at_epoch": fail_once_at_epoch}
     for key, value in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             train_section[key] = value

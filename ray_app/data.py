@@ -110,7 +110,8 @@ def _parse_label(raw: str, where: str) -> int:
     label = raw.strip().rstrip(".")
     if label not in LABELS:
         raise DataError(
-            f"{where}, column '{LABEL_COLUMN}': unknown label {raw!r}; expected one of {list(LABELS)}"
+            f"{where}, column '{LABEL_COLUMN}': unknown label {raw!r}; "
+            f"expected one of {list(LABELS)}"
         )
     return int(label == POSITIVE_LABEL)
 
@@ -153,7 +154,7 @@ def _rows_to_frame(rows: list[list[str]], line_numbers: list[int], path: Path) -
 
 
 def read_uci(path: Path) -> pd.DataFrame:
-    """Parse a raw UCI file: no header, ', ' separators, '?' missing, '|' comment lines, 'K.' labels."""
+    """Parse raw UCI: no header, ', ' separators, '?' missing, '|' comments, 'K.' labels."""
     rows: list[list[str]] = []
     numbers: list[int] = []
     with path.open(newline="") as fh:

@@ -6,7 +6,7 @@ from ray_app.config import RayConfig
 
 
 def ensure_ray(cfg: RayConfig) -> str:
-    """Join `cfg.address` (the CLI fills it from --ray-address or RAY_ADDRESS), else start a local Ray."""
+    """Join `cfg.address` (from --ray-address or RAY_ADDRESS), else start a local Ray."""
     import ray
 
     if ray.is_initialized():

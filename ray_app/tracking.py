@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
@@ -38,13 +39,14 @@ def configure(cfg: TrackingConfig) -> str:
     return str(experiment_id)
 
 
-class AdultIncomeModel(mlflow.pyfunc.PythonModel):
+class AdultIncomeModel(PythonModel):
     """Scores raw Adult rows (the 14 features by name); preprocessing is inside the model."""
 
-    def load_context(self, context):  # type: ignore[no-untyped-def]
+    def load_context(self, context: Any) -> None:
         self.scorer = Scorer.from_bundle(Path(context.artifacts["bundle"]))
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # No annotations here: MLflow would try (and fail) to derive a signature from them.
+    def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input).rename(columns=normalise_column)
         prob = self.scorer.predict_proba(frame)
         return pd.DataFrame({"probability": prob, "label": np.where(prob >= 0.5, ">50K", "<=50K")})

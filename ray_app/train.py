@@ -86,7 +86,9 @@ class LoopContext(Protocol):
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DDP keeps the real model in .module
+    assert isinstance(inner, nn.Module)
+    return inner
 
 
 def write_checkpoint(directory: Path, model: nn.Module, optimizer: Any, meta: dict) -> Path:
@@ -107,10 +109,11 @@ def read_checkpoint(directory: Path) -> dict[str, Any]:
 
 
 def _evaluate(model: nn.Module, x_cat: torch.Tensor, x_num: torch.Tensor, y: np.ndarray) -> dict:
+    y_t = torch.from_numpy(np.require(y, requirements="W"))
     model.eval()
     with torch.inference_mode():
         logits = _unwrap(model)(x_cat, x_num)
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y)).item()
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y_t).item()
         prob = torch.sigmoid(logits).numpy()
     pred = (prob >= 0.5).astype(np.float32)
     if not np.isfinite(loss):
@@ -286,7 +289,7 @@ class TrainOutcome:
 def train_distributed(
     cfg: AppConfig, data: EncodedData, cardinalities: list[int], run_name: str
 ) -> TrainOutcome:
-    """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP) and fetch the best model."""
+    """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP); fetch the best model."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
