@@ -204,7 +204,7 @@ def read_csv_with_header(path: Path) -> pd.DataFrame:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read either format: a header line naming 'age' means CSV, otherwise raw UCI."""
+    """Read either format: CSV with a header line, or the raw UCI files."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
     with path.open(newline="") as fh:
@@ -213,8 +213,9 @@ def read_table(path: Path) -> pd.DataFrame:
             if line.strip() and not line.startswith("|"):
                 first = line
                 break
-    first_field = normalise_column(first.split(",")[0]) if first else ""
-    return read_csv_with_header(path) if first_field == "age" else read_uci(path)
+    # A first line that names any known column is a header; raw UCI starts with data.
+    names = {normalise_column(field) for field in first.split(",")}
+    return read_csv_with_header(path) if names & set(RAW_COLUMNS) else read_uci(path)
 
 
 def load_splits(cfg: DataConfig) -> Splits:

@@ -1,0 +1,81 @@
+"""`ray job submit --working-dir . -- ray-app train ...` against a real `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def ray_head(tmp_path: Path):
+    """A head node in its own process group, stopped by PID (never `ray stop`, which kills all)."""
+    dashboard = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={_free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
+         "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+        env=env,
+        stdout=open(tmp_path / "head.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited: {(tmp_path / 'head.log').read_text()[-2000:]}")
+            time.sleep(1)
+    else:
+        pytest.fail("Ray dashboard did not come up")
+    yield url, env
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_ray_job_submit_runs_the_train_command(ray_head, tmp_path: Path):
+    url, env = ray_head
+    proc = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", f"--address={url}", f"--working-dir={REPO}", "--",
+         "ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--storage-path", str(tmp_path / "ray_results")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('{"test_accuracy"'))
+    result = json.loads(line)
+    assert result["model_version"] == 1
+    assert (tmp_path / "mlflow.db").exists()
