@@ -111,7 +111,7 @@ def promote_if_better(cfg: TrackingConfig, version: str, run_id: str) -> dict[st
         client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version)
     return {
         "promoted": promoted,
-        "champion_version": version if promoted else (current.version if current else None),
+        "champion_version": version if promoted else (str(current.version) if current else None),
         "previous_champion_val_log_loss": old_score,
         "val_log_loss": new_score,
     }

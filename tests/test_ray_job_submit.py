@@ -6,9 +6,12 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -26,39 +29,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # up, and asking for the auth token
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited: {log.read_text()[-2000:]}")
+            time.sleep(1)
+    pytest.fail("Ray dashboard did not come up in 90 s")
+
+
 @pytest.fixture()
 def ray_head(tmp_path: Path):
     """A head node in its own process group, stopped by PID (never `ray stop`, which kills all)."""
     dashboard = _free_port()
+    # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayjob", dir="/tmp"))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={_free_port()}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env,
         stdout=open(tmp_path / "head.log", "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/version", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited: {(tmp_path / 'head.log').read_text()[-2000:]}")
-            time.sleep(1)
-    else:
-        pytest.fail("Ray dashboard did not come up")
-    yield url, env
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _wait_for_dashboard(url, proc, tmp_path / "head.log")
+        yield url, env
+    finally:
+        # `ray start --block` stops its children on SIGTERM; the group kill is the fallback.
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait(timeout=10)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_train_command(ray_head, tmp_path: Path):

@@ -37,7 +37,7 @@ def test_two_workers_checkpoint_report_log_and_register(local_ray, quick_cfg, sm
 
     assert result["model_version"] == 1 and result["champion"]["promoted"] is True
     champion = client.get_model_version_by_alias("adult-income", "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
 
     # The logged model scores raw rows (preprocessing inside) exactly like the bundle does.
     mlflow.set_tracking_uri(quick_cfg.tracking.tracking_uri)
@@ -55,7 +55,7 @@ def test_two_workers_checkpoint_report_log_and_register(local_ray, quick_cfg, sm
     quick_cfg.train.lr = 1e-5
     worse = run_train_job(quick_cfg)
     assert worse["model_version"] == 2 and worse["champion"]["promoted"] is False
-    assert client.get_model_version_by_alias("adult-income", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("adult-income", "champion").version) == "1"
 
 
 def test_worker_death_resumes_from_last_checkpoint(local_ray, quick_cfg):
