@@ -54,7 +54,8 @@ def run_train_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[s
         outcome = train_distributed(cfg, data, pre.cardinalities, run_name)
         for row in outcome.meta["history"]:
             epoch = int(row["epoch"])
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            skip = {"epoch", "epoch_end_unix"}
+            mlflow.log_metrics({k: v for k, v in row.items() if k not in skip}, step=epoch)
 
         progress("evaluating on the official test split")
         bundle = save_bundle(work / "bundle", outcome.best_state, cfg.model, pre.cardinalities, pre)

@@ -126,8 +126,16 @@ def _evaluate(model: nn.Module, x_cat: torch.Tensor, x_num: torch.Tensor, y: np.
     }
 
 
-def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> dict[str, Any]:
-    """Train with early stopping on val_log_loss; report every epoch; return the final meta."""
+@dataclass
+class LoopResult:
+    """Final meta (epoch, history, early-stopping state) and the best weights seen here."""
+
+    meta: dict[str, Any]
+    best_state: dict[str, torch.Tensor] | None
+
+
+def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResult:
+    """Train with early stopping on val_log_loss; report every epoch."""
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.train.seed)
     cfg = spec.train
@@ -135,6 +143,7 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> dict[str,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     meta: dict[str, Any] = {"epoch": 0, "history": [], "best_val_log_loss": None, "bad_epochs": 0}
 
+    best_state: dict[str, torch.Tensor] | None = None
     state = ctx.resume()
     if state is not None:
         _unwrap(model).load_state_dict(state["model"])
@@ -190,10 +199,13 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> dict[str,
             train_loss=total / max(1, rows_per_worker),
             train_time_s=train_time,
             epoch_time_s=time.perf_counter() - start,
+            epoch_end_unix=time.time(),  # wall clock, for start-up vs per-epoch accounting
         )
         best = meta["best_val_log_loss"]
         improved = best is None or metrics[OBJECTIVE] < best - 1e-6
         meta["best_val_log_loss"] = metrics[OBJECTIVE] if improved else best
+        if improved:
+            best_state = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
         meta["bad_epochs"] = 0 if improved else meta["bad_epochs"] + 1
         meta["epoch"] = epoch
         meta["history"].append(metrics)
@@ -202,7 +214,8 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> dict[str,
                 ctx.report(metrics, write_checkpoint(Path(tmp), model, optimizer, meta))
         else:
             ctx.report(metrics, None)
-    return meta
+    # After a resume the best weights may predate this process: then the checkpoints hold them.
+    return LoopResult(meta, best_state)
 
 
 # ---- runners --------------------------------------------------------------------------------

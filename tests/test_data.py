@@ -25,7 +25,10 @@ from .conftest import REPO
 
 DATA = REPO / "data"
 HEADER = ",".join(c.replace("_", "-") for c in RAW_COLUMNS)
-GOOD_ROW = "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,2174,0,40,United-States,<=50K"
+GOOD_ROW = (
+    "39,State-gov,77516,Bachelors,13,Never-married,Adm-clerical,Not-in-family,White,Male,"
+    "2174,0,40,United-States,<=50K"
+)
 
 
 def test_shipped_files_parse_with_exact_row_counts():

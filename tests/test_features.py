@@ -55,5 +55,5 @@ def test_quantile_normal_scaling_is_monotone_and_roughly_standard(splits):
 def test_wrong_document_is_rejected(tmp_path: Path):
     path = tmp_path / "x.json"
     path.write_text(json.dumps({"format": "other", "version": 9}))
-    with pytest.raises(UserError, match="not a ray_app.preprocessor v1"):
+    with pytest.raises(UserError, match=r"not a ray_app\.preprocessor v1"):
         Preprocessor.load(path)

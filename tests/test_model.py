@@ -48,8 +48,10 @@ def test_local_loop_learns_beyond_the_base_rate(small_splits):
     pre = Preprocessor.fit(small_splits.train, cfg.features)
     data = EncodedData.from_splits(small_splits, pre)
     ctx = LocalContext()
-    meta = train_loop(LoopSpec(cfg.model, TrainConfig(max_epochs=3), pre.cardinalities), data, ctx)
-    assert meta["epoch"] == 3 and len(ctx.reports) == 3
+    result = train_loop(
+        LoopSpec(cfg.model, TrainConfig(max_epochs=3), pre.cardinalities), data, ctx
+    )
+    assert result.meta["epoch"] == 3 and result.best_state is not None and len(ctx.reports) == 3
     base_rate_accuracy = 1 - float(data.val_y.mean())
     assert ctx.reports[-1]["val_accuracy"] > base_rate_accuracy + 0.03
     assert ctx.reports[-1]["train_loss"] < ctx.reports[0]["train_loss"]
@@ -62,6 +64,6 @@ def test_early_stopping_stops_before_max_epochs(small_splits):
     ctx = LocalContext()
     # A large learning rate overfits 2,400 rows within a few epochs.
     spec = LoopSpec(cfg.model, TrainConfig(max_epochs=40, patience=2, lr=0.01), pre.cardinalities)
-    meta = train_loop(spec, data, ctx)
+    meta = train_loop(spec, data, ctx).meta
     assert meta["epoch"] < 40
     assert meta["bad_epochs"] == 2

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,11 +53,20 @@ def ray_head(tmp_path: Path):
     temp_dir = Path(tempfile.mkdtemp(prefix="rayjob", dir="/tmp"))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={_free_port()}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={_free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
         env=env,
-        stdout=open(tmp_path / "head.log", "w"),
+        stdout=(tmp_path / "head.log").open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -67,14 +77,10 @@ def ray_head(tmp_path: Path):
     finally:
         # `ray start --block` stops its children on SIGTERM; the group kill is the fallback.
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=10)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -82,10 +88,25 @@ def ray_head(tmp_path: Path):
 def test_ray_job_submit_runs_the_train_command(ray_head, tmp_path: Path):
     url, env = ray_head
     proc = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", f"--address={url}", f"--working-dir={REPO}", "--",
-         "ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
-         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--storage-path", str(tmp_path / "ray_results")],
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            f"--address={url}",
+            f"--working-dir={REPO}",
+            "--",
+            "ray-app",
+            "train",
+            "--subsample",
+            "3000",
+            "--epochs",
+            "2",
+            "--json",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--storage-path",
+            str(tmp_path / "ray_results"),
+        ],
         env=env,
         capture_output=True,
         text=True,

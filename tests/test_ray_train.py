@@ -32,7 +32,11 @@ def test_two_workers_checkpoint_report_log_and_register(local_ray, quick_cfg, sm
     assert run.data.metrics["test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-6)
     assert "gbdt_test_accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/roc.png", "evaluation/calibration.png", "evaluation/report.json"} <= artifacts
+    assert {
+        "evaluation/roc.png",
+        "evaluation/calibration.png",
+        "evaluation/report.json",
+    } <= artifacts
     assert client.list_artifacts(run.info.run_id, "preprocessor")[0].path.endswith(".json")
 
     assert result["model_version"] == 1 and result["champion"]["promoted"] is True
@@ -46,7 +50,8 @@ def test_two_workers_checkpoint_report_log_and_register(local_ray, quick_cfg, sm
     predicted = logged.predict(rows)
     bundle_dir = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="bundle")
     np.testing.assert_allclose(
-        predicted["probability"].to_numpy(), Scorer.from_bundle(Path(bundle_dir)).predict_proba(rows)
+        predicted["probability"].to_numpy(),
+        Scorer.from_bundle(Path(bundle_dir)).predict_proba(rows),
     )
     assert set(predicted["label"]) <= {"<=50K", ">50K"}
 
