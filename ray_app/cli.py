@@ -159,6 +159,99 @@ def train(
 
 
 @app.command()
+def tune(
+    data_path: DataOpt = None,
+    num_samples: Annotated[int, typer.Option(help="trials to sample", min=1)] = 16,
+    max_concurrent: Annotated[int, typer.Option(help="trials at once", min=1)] = 2,
+    max_epochs: Annotated[int, typer.Option(help="epoch budget per trial (ASHA max_t)")] = 16,
+    grace_period: Annotated[int, typer.Option(help="ASHA grace period (epochs)")] = 2,
+    reduction_factor: Annotated[int, typer.Option(help="ASHA reduction factor")] = 3,
+    scheduler: Annotated[str, typer.Option(help="'asha' or 'fifo' (full budget)")] = "asha",
+    workers_per_trial: Annotated[
+        int, typer.Option(help="0: loop inside the trial (fastest here); N: TorchTrainer")
+    ] = 0,
+    workers: Annotated[int, typer.Option(help="Ray Train workers for the retrain", min=1)] = 2,
+    subsample: Annotated[int | None, typer.Option(help="train on N rows only")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    name: Annotated[str | None, typer.Option(help="search name (folder under storage)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the interrupted search --name")] = False,
+    retrain: Annotated[bool, typer.Option(help="retrain and register the best config")] = True,
+    storage_path: Annotated[Path, typer.Option(help="Tune/Train storage")] = Path("ray_results"),
+    ray_address: RayAddressOpt = None,
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    as_json: JsonOpt = False,
+) -> None:
+    """Search with Ray Tune + ASHA (each trial an MLflow run), retrain the best, register it."""
+    if resume and not name:
+        raise UserError("--resume needs --name of the search to continue")
+    cfg = _build_config(
+        data={"train_path": data_path, "subsample": subsample},
+        ray={"address": ray_address, "num_workers": workers, "storage_path": storage_path},
+        tracking={"tracking_uri": tracking_uri},
+        search={
+            "num_samples": num_samples,
+            "max_concurrent": max_concurrent,
+            "max_epochs": max_epochs,
+            "grace_period": grace_period,
+            "reduction_factor": reduction_factor,
+            "scheduler": scheduler,
+            "workers_per_trial": workers_per_trial,
+            "seed": seed,
+            "name": name,
+            "resume": resume,
+            "retrain": retrain,
+        },
+    )
+    from ray_app.runtime import ensure_ray
+    from ray_app.tune import run_tune_job
+
+    with err.status("starting") as status:
+
+        def progress(message: str) -> None:
+            status.update(message)
+            err.log(message)
+
+        ensure_ray(cfg.ray)
+        result = run_tune_job(cfg, progress)
+    _emit(result, as_json, "search finished")
+
+
+@app.command(
+    "katib-trial",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def katib_trial(
+    ctx: typer.Context,
+    metrics_file: Annotated[Path, typer.Option(help="Katib File collector path")] = Path(
+        "/mnt/katib/metrics"
+    ),
+    data_path: DataOpt = None,
+    subsample: Annotated[int | None, typer.Option(help="train on N rows only")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one trial with the shared loop; write Katib TEXT metrics (--lr=... --batch-size=...)."""
+    from ray_app.katib import parse_trial_args, run_katib_trial
+
+    params = parse_trial_args(ctx.args)
+    cfg = _build_config(data={"train_path": data_path, "subsample": subsample})
+    result = run_katib_trial(cfg, params, metrics_file)
+    _emit(result, as_json, "trial finished")
+
+
+@app.command("katib-experiment")
+def katib_experiment(
+    out_dir: Annotated[Path, typer.Option(help="where the Experiment YAML goes")] = Path("katib"),
+    image: Annotated[str, typer.Option(help="trial image")] = "ghcr.io/ray-app/ray-app:0.1.0",
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "kubeflow",
+) -> None:
+    """Write the Katib Experiments (random + medianstop, hyperband) built from the search space."""
+    from ray_app.katib import write_experiments
+
+    for path in write_experiments(out_dir, image=image, namespace=namespace):
+        typer.echo(str(path))
+
+
+@app.command()
 def evaluate(
     model_uri: Annotated[
         str, typer.Option(help="MLflow model URI")

@@ -86,6 +86,22 @@ class TrackingConfig(_Strict):
     champion_alias: str = "champion"
 
 
+class SearchConfig(_Strict):
+    """Hyperparameter search (Ray Tune with ASHA); the space itself is in ray_app.search."""
+
+    num_samples: int = Field(16, ge=1)
+    max_concurrent: int = Field(2, ge=1)
+    max_epochs: int = Field(16, ge=1, description="epoch budget of one trial (ASHA max_t)")
+    grace_period: int = Field(2, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    workers_per_trial: int = Field(0, ge=0, description="0: loop in the trial; N: TorchTrainer")
+    seed: int = 0
+    name: str | None = None
+    resume: bool = False
+    retrain: bool = True
+
+
 class AppConfig(_Strict):
     """The whole tree."""
 
@@ -95,6 +111,7 @@ class AppConfig(_Strict):
     train: TrainConfig = TrainConfig()
     ray: RayConfig = RayConfig()
     tracking: TrackingConfig = TrackingConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _batch_fits_workers(self) -> AppConfig:

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from ray_app import tracking
 from ray_app.artifacts import Scorer, load_model, save_bundle
 from ray_app.config import AppConfig
-from ray_app.data import FEATURE_COLUMNS, LABEL_COLUMN, load_splits, summarise
+from ray_app.data import FEATURE_COLUMNS, LABEL_COLUMN, Splits, load_splits, summarise
 from ray_app.errors import UserError
 from ray_app.evaluate import evaluate_predictions, gbdt_reference, write_plots
 from ray_app.features import Preprocessor
@@ -33,17 +33,31 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_train_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[str, Any]:
-    """Train on Ray, evaluate on the official test split, log and register in MLflow."""
-    progress("loading and validating data")
+def prepare_data(cfg: AppConfig) -> tuple[Splits, Preprocessor, EncodedData]:
+    """Load and validate, fit preprocessing on the training split, encode train/validation."""
     splits = load_splits(cfg.data)
     pre = Preprocessor.fit(splits.train, cfg.features)
-    data = EncodedData.from_splits(splits, pre)
+    return splits, pre, EncodedData.from_splits(splits, pre)
+
+
+def run_name(kind: str) -> str:
+    """Unique, sortable name shared by the MLflow run and the Ray storage folder."""
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+
+
+def run_train_job(
+    cfg: AppConfig,
+    progress: Progress = lambda _: None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train on Ray, evaluate on the official test split, log and register in MLflow."""
+    progress("loading and validating data")
+    splits, pre, data = prepare_data(cfg)
     tracking.configure(cfg.tracking)
-    run_name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+    name = run_name("train")
 
     # Any exception inside the block marks the MLflow run FAILED.
-    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=name, tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         params = _flatten("", json.loads(cfg.model_dump_json(exclude={"tracking"})), {})
         mlflow.log_params({k: str(v) for k, v in params.items()})
@@ -51,7 +65,7 @@ def run_train_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[s
         mlflow.log_artifact(str(pre.save(work / "preprocessor.json")), "preprocessor")
 
         progress(f"training on {cfg.ray.num_workers} Ray Train worker(s)")
-        outcome = train_distributed(cfg, data, pre.cardinalities, run_name)
+        outcome = train_distributed(cfg, data, pre.cardinalities, name)
         for row in outcome.meta["history"]:
             epoch = int(row["epoch"])
             skip = {"epoch", "epoch_end_unix"}

@@ -42,6 +42,10 @@ def configure(cfg: TrackingConfig) -> str:
 class AdultIncomeModel(PythonModel):
     """Scores raw Adult rows (the 14 features by name); preprocessing is inside the model."""
 
+    # The signature is explicit (raw-row DataFrame schema); MLflow's type-hint wrapping of
+    # predict() would otherwise warn at class creation and expect list-shaped inputs.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         self.scorer = Scorer.from_bundle(Path(context.artifacts["bundle"]))
 

@@ -280,6 +280,35 @@ class RayTrainContext:
         return True
 
 
+class TuneTrialContext:
+    """An in-process Ray Tune trial: tune.report each epoch (ASHA decides), resume from Tune."""
+
+    world_rank = 0
+    world_size = 1
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def resume(self) -> dict[str, Any] | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return read_checkpoint(Path(directory))
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    @property
+    def wants_checkpoints(self) -> bool:
+        return True
+
+
 def _ray_train_worker(config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker."""
     import ray
@@ -299,11 +328,14 @@ class TrainOutcome:
     run_name: str
 
 
-def train_distributed(
-    cfg: AppConfig, data: EncodedData, cardinalities: list[int], run_name: str
-) -> TrainOutcome:
-    """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP); fetch the best model."""
-    import ray
+def make_trainer(
+    cfg: AppConfig,
+    data_ref: Any,
+    cardinalities: list[int],
+    run_name: str,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """The one TorchTrainer definition: used by `ray-app train` and by distributed Tune trials."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -321,9 +353,9 @@ def train_distributed(
         threads=cfg.ray.cpus_per_worker,
         fault_marker=marker,
     )
-    trainer = TorchTrainer(
+    return TorchTrainer(
         _ray_train_worker,
-        train_loop_config={"spec": spec, "data_ref": ray.put(data)},
+        train_loop_config={"spec": spec, "data_ref": data_ref},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
@@ -338,8 +370,19 @@ def train_distributed(
                 checkpoint_score_attribute=OBJECTIVE,
                 checkpoint_score_order="min",
             ),
+            callbacks=callbacks,
         ),
     )
+
+
+def train_distributed(
+    cfg: AppConfig, data: EncodedData, cardinalities: list[int], run_name: str
+) -> TrainOutcome:
+    """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP); fetch the best model."""
+    import ray
+    import ray.train
+
+    trainer = make_trainer(cfg, ray.put(data), cardinalities, run_name)
     start = time.perf_counter()
     try:
         result = trainer.fit()

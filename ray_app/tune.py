@@ -1,0 +1,174 @@
+"""Ray Tune with ASHA over the shared search space; every trial runs the one training loop.
+
+ray-app tune --num-samples 16            # search, then retrain the best with Ray Train
+ray-app tune --name my-search --resume   # continue an interrupted search
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from ray_app import tracking
+from ray_app.config import AppConfig
+from ray_app.errors import UserError
+from ray_app.jobs import Progress, prepare_data, run_name, run_train_job
+from ray_app.search import apply_params, search_space, trial_config, tune_param_space
+from ray_app.train import (
+    OBJECTIVE,
+    EncodedData,
+    LoopSpec,
+    TuneTrialContext,
+    make_trainer,
+    train_loop,
+)
+
+PARENT_RUN_FILE = "mlflow_parent_run.json"
+
+
+def _trial(
+    params: dict[str, Any], data: EncodedData, base: dict[str, Any], cardinalities: list[int]
+) -> None:
+    """One Tune trial: the shared loop in-process, or a TorchTrainer reporting back to Tune."""
+    cfg = trial_config(AppConfig.model_validate(base), params)
+    workers = cfg.search.workers_per_trial
+    if workers == 0:
+        spec = LoopSpec(cfg.model, cfg.train, cardinalities, threads=cfg.ray.cpus_per_worker)
+        train_loop(spec, data, TuneTrialContext())
+        return
+    import ray
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg.ray.num_workers = workers
+    name = f"{tune.get_context().get_trial_name()}-train"
+    make_trainer(cfg, ray.put(data), cardinalities, name, [TuneReportCallback()]).fit()
+
+
+def run_search(cfg: AppConfig, data: EncodedData, cardinalities: list[int], name: str,
+               callbacks: list[Any] | None = None) -> Any:  # fmt: skip
+    """Run (or resume) the Tune experiment `name`; returns Tune's ResultGrid."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search = cfg.search
+    base = cfg.model_dump(mode="json")
+    trainable = tune.with_parameters(_trial, data=data, base=base, cardinalities=cardinalities)
+    # In-process trials take one CPU each; distributed trials leave CPUs to their Train workers.
+    cpus = cfg.ray.cpus_per_worker if search.workers_per_trial == 0 else 0
+    trainable = tune.with_resources(trainable, {"CPU": cpus})
+    storage = Path(cfg.ray.storage_path).resolve()
+    path = storage / name
+    if search.resume:
+        if not tune.Tuner.can_restore(str(path)):
+            raise UserError(f"{path}: no Tune experiment to resume")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        if search.scheduler == "asha":
+            scheduler: Any = ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=search.max_epochs,
+                grace_period=search.grace_period,
+                reduction_factor=search.reduction_factor,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tune_param_space(search_space(search.max_epochs)),
+            tune_config=tune.TuneConfig(
+                metric=OBJECTIVE,
+                mode="min",
+                scheduler=scheduler,
+                num_samples=search.num_samples,
+                max_concurrent_trials=search.max_concurrent,
+                # Seeded sampling: the same configs for the same seed (ASHA vs full budget).
+                search_alg=BasicVariantGenerator(random_state=search.seed),
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(storage), callbacks=callbacks, verbose=0
+            ),
+        )
+    return tuner.fit()
+
+
+def summarise_grid(grid: Any) -> dict[str, Any]:
+    """Epochs consumed, trials stopped early, best trial and its config."""
+    trials = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty:
+            continue
+        trials.append(
+            {
+                "epochs": int(frame["training_iteration"].max()),
+                "best_val_log_loss": float(frame[OBJECTIVE].min()),
+                "config": result.config,
+                "error": None if result.error is None else str(result.error),
+            }
+        )
+    if not trials:
+        raise RuntimeError("the search produced no results")
+    best = min(trials, key=lambda t: t["best_val_log_loss"])
+    budget = max(t["config"]["max-epochs"] for t in trials)
+    return {
+        "trials": len(trials),
+        "epochs_consumed": sum(t["epochs"] for t in trials),
+        "full_budget_epochs": budget * len(trials),
+        "stopped_early": sum(t["epochs"] < t["config"]["max-epochs"] for t in trials),
+        "errored": sum(t["error"] is not None for t in trials),
+        "best_val_log_loss": best["best_val_log_loss"],
+        "best_config": best["config"],
+    }
+
+
+def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Search with ASHA (trials as nested MLflow runs), then retrain the best with Ray Train."""
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    progress("loading and validating data")
+    _, pre, data = prepare_data(cfg)
+    tracking.configure(cfg.tracking)
+    name = cfg.search.name or run_name("tune")
+    storage = Path(cfg.ray.storage_path).resolve() / name
+    parent_file = storage / PARENT_RUN_FILE
+    parent_id = None
+    if cfg.search.resume and parent_file.exists():
+        parent_id = json.loads(parent_file.read_text())["run_id"]
+
+    with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else name) as parent:
+        storage.mkdir(parents=True, exist_ok=True)
+        parent_file.write_text(json.dumps({"run_id": parent.info.run_id}))
+        if parent_id is None:
+            mlflow.log_params({f"search.{k}": v for k, v in cfg.search.model_dump().items()})
+        callback = MLflowLoggerCallback(
+            tracking_uri=cfg.tracking.tracking_uri,
+            experiment_name=cfg.tracking.experiment,
+            tags={"mlflow.parentRunId": parent.info.run_id, "ray_app.search": name},
+            save_artifact=False,
+        )
+        progress(f"searching: {cfg.search.num_samples} trials, {cfg.search.scheduler}")
+        start = time.perf_counter()
+        grid = run_search(cfg, data, pre.cardinalities, name, [callback])
+        summary = summarise_grid(grid)
+        summary["search_wall_s"] = time.perf_counter() - start
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})
+        mlflow.log_dict(summary, "search/summary.json")
+
+    result: dict[str, Any] = {"search": name, **summary, "mlflow_parent_run_id": parent.info.run_id}
+    if cfg.search.retrain:
+        progress("retraining the best config with Ray Train")
+        best_cfg = apply_params(cfg, summary["best_config"], search_space(cfg.search.max_epochs))
+        retrained = run_train_job(
+            best_cfg, progress, tags={"mlflow.parentRunId": parent.info.run_id}
+        )
+        result["retrained"] = retrained
+        for key in ("test_accuracy", "test_log_loss", "test_roc_auc", "test_f1",
+                    "mlflow_run_id", "model_version"):  # fmt: skip
+            result[key] = retrained[key]
+    return result
