@@ -7,8 +7,10 @@ ray-app evaluate --model-uri models:/adult-income@champion
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +49,16 @@ RayAddressOpt = Annotated[
         "--ray-address", envvar="RAY_ADDRESS", help="existing Ray cluster (default: local)"
     ),
 ]
+
+
+@contextlib.contextmanager
+def _stdout_for_result(as_json: bool) -> Iterator[None]:
+    """With --json, anything libraries print (Ray Tune's tables) goes to stderr instead."""
+    if not as_json:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
@@ -139,7 +151,7 @@ def train(
     from ray_app.jobs import run_train_job
     from ray_app.runtime import ensure_ray
 
-    with err.status("starting") as status:
+    with _stdout_for_result(as_json), err.status("starting") as status:
 
         def progress(message: str) -> None:
             status.update(message)
@@ -205,7 +217,7 @@ def tune(
     from ray_app.runtime import ensure_ray
     from ray_app.tune import run_tune_job
 
-    with err.status("starting") as status:
+    with _stdout_for_result(as_json), err.status("starting") as status:
 
         def progress(message: str) -> None:
             status.update(message)
@@ -234,7 +246,8 @@ def katib_trial(
 
     params = parse_trial_args(ctx.args)
     cfg = _build_config(data={"train_path": data_path, "subsample": subsample})
-    result = run_katib_trial(cfg, params, metrics_file)
+    with _stdout_for_result(as_json):
+        result = run_katib_trial(cfg, params, metrics_file)
     _emit(result, as_json, "trial finished")
 
 
@@ -264,7 +277,7 @@ def evaluate(
     from ray_app.jobs import run_evaluate_job
 
     cfg = _build_config(data={"test_path": test_data}, tracking={"tracking_uri": tracking_uri})
-    with err.status(f"evaluating {model_uri}"):
+    with _stdout_for_result(as_json), err.status(f"evaluating {model_uri}"):
         result = run_evaluate_job(cfg, model_uri)
     _emit(result, as_json, "evaluation")
 

@@ -96,11 +96,12 @@ def run_katib_trial(cfg: AppConfig, params: dict[str, Any], metrics_file: Path) 
 
 # ---- experiment ---------------------------------------------------------------------------
 def _katib_parameter(param: Param) -> dict[str, Any]:
+    if param.fixed:  # the epoch budget: an int range of one point, as Katib's hyperband expects
+        value = str(int(param.high or 0))
+        return {"name": param.name, "parameterType": "int",
+                "feasibleSpace": {"min": value, "max": value}}  # fmt: skip
     if param.kind == "choice":
         values = list(param.values or ())
-        if len(values) == 1:  # a fixed value, e.g. the epoch budget: an int range of one point
-            return {"name": param.name, "parameterType": "int",
-                    "feasibleSpace": {"min": str(values[0]), "max": str(values[0])}}  # fmt: skip
         return {"name": param.name, "parameterType": "categorical",
                 "feasibleSpace": {"list": [str(v) for v in values]}}  # fmt: skip
     space: dict[str, Any] = {"min": str(param.low), "max": str(param.high)}

@@ -22,6 +22,8 @@ class Param(BaseModel):
     high: float | None = None
     values: tuple[int | float, ...] | None = None
     description: str = ""
+    # A budget rather than a search dimension: searches use `high`; a trial accepts [low, high].
+    fixed: bool = False
 
     @model_validator(mode="after")
     def _range_is_valid(self) -> Param:
@@ -66,6 +68,8 @@ class Param(BaseModel):
     def tune_domain(self) -> Any:
         from ray import tune
 
+        if self.fixed:
+            return int(self.high) if self.is_int and self.high is not None else self.high
         if self.kind == "choice":
             return tune.choice(list(self.values or ()))
         assert self.low is not None and self.high is not None
@@ -97,8 +101,8 @@ def search_space(max_epochs: int = 16) -> list[Param]:
               values=(16, 32, 48, 64), description="PLR frequencies per feature"),
         Param(name="num-embedding-dim", target="model.num_embedding_dim", kind="choice",
               values=(8, 16, 24), description="PLR output width per feature"),
-        Param(name="max-epochs", target="train.max_epochs", kind="choice", values=(max_epochs,),
-              description="epoch budget of one trial"),
+        Param(name="max-epochs", target="train.max_epochs", kind="int", low=1, high=max_epochs,
+              fixed=True, description="epoch budget of one trial"),
     ]  # fmt: skip
 
 

@@ -86,9 +86,10 @@ def run_search(cfg: AppConfig, data: EncodedData, cardinalities: list[int], name
                 mode="min",
                 scheduler=scheduler,
                 num_samples=search.num_samples,
-                max_concurrent_trials=search.max_concurrent,
                 # Seeded sampling: the same configs for the same seed (ASHA vs full budget).
-                search_alg=BasicVariantGenerator(random_state=search.seed),
+                search_alg=BasicVariantGenerator(
+                    random_state=search.seed, max_concurrent=search.max_concurrent
+                ),
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage), callbacks=callbacks, verbose=0

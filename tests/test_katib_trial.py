@@ -1,0 +1,90 @@
+"""Katib trial mode as Katib runs it: a subprocess writing a TEXT metrics file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ray_app.katib import KATIB_METRIC_RE, PLACEHOLDER_RE
+
+from .conftest import REPO
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+
+def _parse(path: Path) -> list[dict[str, float]]:
+    """Parse like Katib's File collector: every name=value pair on every line."""
+    lines = []
+    for line in path.read_text().splitlines():
+        pairs = KATIB_METRIC_RE.findall(line)
+        # The whole line must be made of pairs: nothing Katib would silently skip.
+        assert re.sub(KATIB_METRIC_RE, "", line).strip() == "", line
+        lines.append({name: float(value) for name, value, *_ in pairs})
+    return lines
+
+
+def test_trial_subprocess_writes_parseable_metrics(tmp_path: Path):
+    metrics = tmp_path / "metrics"
+    proc = subprocess.run(
+        ["ray-app", "katib-trial", "--lr=0.003", "--batch-size=256", "--max-epochs=2",
+         "--subsample=3000", f"--metrics-file={metrics}"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = _parse(metrics)
+    assert [line["epoch"] for line in lines[:-1]] == [1.0, 2.0]
+    assert all("val_log_loss" in line and "val_f1" in line for line in lines[:-1])
+    assert {"test_accuracy", "test_f1"} <= set(lines[-1])
+
+
+def test_failing_trial_exits_nonzero(tmp_path: Path):
+    proc = subprocess.run(
+        ["ray-app", "katib-trial", "--lr=-1", f"--metrics-file={tmp_path / 'm'}"],
+        env=ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "--lr" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _value(param: dict, pick: int) -> str:
+    space = param["feasibleSpace"]
+    if param["parameterType"] == "categorical":
+        return space["list"][pick % len(space["list"])]
+    low, high = float(space["min"]), float(space["max"])
+    value = low + (high - low) * (0.25 if pick == 0 else 0.75)
+    return str(round(value)) if param["parameterType"] == "int" else f"{value:.6g}"
+
+
+def test_local_emulation_substitutes_trial_parameters_and_reads_objective(tmp_path: Path):
+    """What Katib does, done here: fill ${trialParameters.*}, run the container command."""
+    doc = yaml.safe_load((REPO / "katib" / "experiment-random.yaml").read_text())
+    spec = doc["spec"]
+    params = {p["name"]: p for p in spec["parameters"]}
+    refs = {t["name"]: t["reference"] for t in spec["trialTemplate"]["trialParameters"]}
+    pod = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    collector_path = spec["metricsCollectorSpec"]["source"]["fileSystemPath"]["path"]
+    objectives = []
+    for pick in (0, 1):
+        values = {name: _value(params[ref], pick) for name, ref in refs.items()}
+        values["maxEpochs"] = "2"  # keep the emulated trials short
+        filled = [PLACEHOLDER_RE.sub(lambda m, v=values: v[m.group(1)], p) for p in command]
+        assert not any("${" in part for part in filled)
+        metrics = tmp_path / f"trial{pick}" / "metrics"
+        filled = [part.replace(collector_path, str(metrics)) for part in filled]
+        proc = subprocess.run(
+            [*filled, "--subsample=3000"], env=ENV, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, shlex.join(filled) + "\n" + proc.stderr[-2000:]
+        # Katib's objective for a minimize metric: the minimum reported value.
+        objective = min(line["val_log_loss"] for line in _parse(metrics) if "val_log_loss" in line)
+        objectives.append(objective)
+    assert all(0 < o < 1 for o in objectives)
+    assert objectives[0] != objectives[1]  # different parameters, different trials
