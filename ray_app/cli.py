@@ -43,6 +43,7 @@ JsonOpt = Annotated[
 TrackingOpt = Annotated[
     str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
 ]
+ModelUriOpt = Annotated[str, typer.Option(help="MLflow model URI or registry alias")]
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(
@@ -264,11 +265,55 @@ def katib_experiment(
         typer.echo(str(path))
 
 
+SERVE_CONFIG = Path("kuberay/serve-config.yaml")
+
+
+@app.command("serve-config")
+def serve_config_cmd(
+    out: Annotated[Path, typer.Option(help="where to write the Serve config")] = SERVE_CONFIG,
+) -> None:
+    """Write the Serve config (the document `serve run` and the RayService use)."""
+    from ray_app.serve import render_config, serve_config
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_config(serve_config()))
+    typer.echo(str(out))
+
+
+@app.command()
+def serve(
+    model_uri: ModelUriOpt = "models:/adult-income@champion",
+    bundle_dir: Annotated[Path | None, typer.Option(help="local model bundle instead")] = None,
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    host: Annotated[str, typer.Option(help="HTTP host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+) -> None:
+    """`serve run` the Serve config locally (a local Ray is started), on embedded defaults."""
+    import os
+    import shutil
+    import tempfile
+
+    from ray_app.serve import ServeArgs, render_config, serve_config
+
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        # Replicas do not share this process's working directory: make the path absolute.
+        tracking_uri = "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    args = ServeArgs(
+        model_uri=model_uri,
+        bundle_dir=str(bundle_dir.resolve()) if bundle_dir else None,
+        tracking_uri=tracking_uri,
+    )
+    doc = serve_config(args, host=host, port=port)
+    path = Path(tempfile.mkdtemp(prefix="ray_app_serve_")) / "serve-config.yaml"
+    path.write_text(render_config(doc))
+    serve_bin = shutil.which("serve") or str(Path(sys.executable).parent / "serve")
+    err.print(f"serve run {path}  ->  http://{host}:{port}/docs")
+    os.execv(serve_bin, [serve_bin, "run", str(path)])
+
+
 @app.command()
 def evaluate(
-    model_uri: Annotated[
-        str, typer.Option(help="MLflow model URI")
-    ] = "models:/adult-income@champion",
+    model_uri: ModelUriOpt = "models:/adult-income@champion",
     test_data: TestDataOpt = None,
     tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
     as_json: JsonOpt = False,

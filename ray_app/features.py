@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ VERSION = 1
 OOV_INDEX = 0  # index 0 of every categorical vocabulary: unseen (or too rare) category
 MISSING_TOKEN = "<missing>"  # '?' in the raw data is informative, so it gets its own slot
 _EPS = 1e-7
+Columns: TypeAlias = "pd.DataFrame | Mapping[str, Sequence[Any]]"
 
 
 def _normal_references(n: int) -> np.ndarray:
@@ -88,22 +90,26 @@ class Preprocessor:
         down = -np.interp(-values, -q[::-1], -self._refs[::-1])
         return 0.5 * (up + down)
 
-    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Frame with the 14 feature columns -> (x_cat int64 [N, 8], x_num float32 [N, 6])."""
-        missing = [c for c in CATEGORICAL_COLUMNS + NUMERIC_COLUMNS if c not in frame.columns]
+    def transform(self, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """14 feature columns -> (x_cat int64 [N, 8], x_num float32 [N, 6]).
+
+        `columns` is a DataFrame (training, batch scoring) or a dict of lists (one request's
+        records at serving time, without the cost of building a DataFrame).
+        """
+        missing = [c for c in CATEGORICAL_COLUMNS + NUMERIC_COLUMNS if c not in columns]
         if missing:
             raise UserError(f"input is missing feature column(s): {missing}")
-        x_cat = np.empty((len(frame), len(CATEGORICAL_COLUMNS)), dtype=np.int64)
+        n = len(columns[NUMERIC_COLUMNS[0]])
+        x_cat = np.empty((n, len(CATEGORICAL_COLUMNS)), dtype=np.int64)
         for j, column in enumerate(CATEGORICAL_COLUMNS):
             lookup = self._lookup[column]
-            raw = frame[column].to_numpy(dtype=object)
             x_cat[:, j] = [
                 lookup.get(MISSING_TOKEN if v is None or v != v else str(v).strip(), OOV_INDEX)
-                for v in raw
+                for v in columns[column]
             ]
-        x_num = np.empty((len(frame), len(NUMERIC_COLUMNS)), dtype=np.float32)
+        x_num = np.empty((n, len(NUMERIC_COLUMNS)), dtype=np.float32)
         for j, column in enumerate(NUMERIC_COLUMNS):
-            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+            values = np.asarray(columns[column], dtype=np.float64)
             x_num[:, j] = self._scale(column, values)
         return x_cat, x_num
 

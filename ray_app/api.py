@@ -1,0 +1,209 @@
+"""The HTTP API (FastAPI): request/response models, validation errors, /health, /metrics.
+
+Shared by the Ray Serve ingress (ray_app.serve) and the plain single-process baseline
+(benchmarks/plain_app.py), so both validate and answer identically; only the scoring
+backend differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
+
+from ray_app.data import CATEGORIES, FEATURE_COLUMNS, NUMERIC_COLUMNS
+
+# Plausible bounds of the UCI Adult columns; outside them a request is a client error.
+NUMERIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "age": (0, 120),
+    "fnlwgt": (0, 5_000_000),
+    "education_num": (1, 16),
+    "capital_gain": (0, 1_000_000),
+    "capital_loss": (0, 100_000),
+    "hours_per_week": (0, 168),
+}
+
+
+def _record_model() -> type[BaseModel]:
+    """One record: typed numbers with ranges; categories from the UCI schema (adult.names).
+
+    Unknown categories are rejected (422) rather than mapped to the OOV bucket: a typo would
+    otherwise score as 'unknown' without anyone noticing. A category that is in the schema but
+    was not seen in training still goes to the OOV bucket. Missing values: null or '?'.
+    """
+    fields: dict[str, Any] = {}
+    for column in FEATURE_COLUMNS:
+        alias = AliasChoices(column, column.replace("_", "-"))
+        if column in NUMERIC_COLUMNS:
+            low, high = NUMERIC_BOUNDS[column]
+            kind = Annotated[float, Field(ge=low, le=high, strict=True, validation_alias=alias)]
+            fields[column] = (kind, ...)
+        else:
+            choices = Literal[(*CATEGORIES[column], "?")]  # type: ignore[valid-type]
+            fields[column] = (Annotated[choices | None, Field(validation_alias=alias)], None)
+    return create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+Record = _record_model()
+
+
+class Prediction(BaseModel):
+    probability: float = Field(description="P(income > 50K)")
+    label: Literal["<=50K", ">50K"]
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class ApiMetrics:
+    """Prometheus metrics of one API process (each replica exports its own)."""
+
+    def __init__(self, model_version: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "adult_requests", "HTTP requests", ["path", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "adult_request_latency_seconds", "request latency", ["path"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )  # fmt: skip
+        self.predictions = Counter(
+            "adult_predictions", "predictions by class", ["label"], registry=self.registry
+        )
+        self.records = Histogram(
+            "adult_records_per_request", "records per /predict", registry=self.registry,
+            buckets=(1, 2, 8, 32, 128, 512, 1000, 5000),
+        )  # fmt: skip
+        info = Gauge("adult_model_info", "served model", ["model_version"], registry=self.registry)
+        info.labels(model_version=model_version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _describe(errors: list[Any]) -> list[str]:
+    """['record 3, field 'age': Input should be ...'] from pydantic's error list."""
+    out = []
+    for error in errors:
+        loc = [p for p in error.get("loc", ()) if p != "body"]
+        where = []
+        if loc and isinstance(loc[0], int):
+            where.append(f"record {loc.pop(0)}")
+        if loc:
+            where.append(f"field '{'.'.join(str(p) for p in loc)}'")
+        out.append(f"{', '.join(where) or 'body'}: {error.get('msg')}")
+    return out
+
+
+class Scoring(Protocol):
+    """What the API needs from a model: its version, readiness, and batch scoring."""
+
+    model_version: str
+
+    async def score(self, columns: dict[str, list[Any]]) -> list[float]: ...
+
+    async def ready(self) -> bool: ...
+
+
+def create_api(
+    get_scoring: Callable[[], Scoring | None], max_records: Callable[[], int]
+) -> FastAPI:
+    """The FastAPI app. `get_scoring` returns this process's backend (None until loaded)."""
+    registry: dict[str, ApiMetrics] = {}
+    app = FastAPI(
+        title="Adult income API",
+        description="P(income > 50K) for UCI Adult records. Unknown categories are rejected.",
+    )
+
+    def metrics() -> ApiMetrics:
+        scoring = get_scoring()
+        version = scoring.model_version if scoring else "none"
+        if version not in registry:
+            registry.clear()
+            registry[version] = ApiMetrics(version)
+        return registry[version]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            status_code=422,
+            content={"detail": _describe(list(exc.errors())), "errors": _jsonable(exc.errors())},
+        )
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        path = request.url.path if request.url.path in _ROUTES else "other"
+        m = metrics()
+        m.requests.labels(path=path, status=str(response.status_code)).inc()
+        m.latency.labels(path=path).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Ready only when the model answers; reports the model version."""
+        scoring = get_scoring()
+        ready = scoring is not None and await scoring.ready()
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={
+                "status": "ready" if ready else "loading",
+                "model_version": scoring.model_version if scoring else None,
+            },
+        )
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(metrics().render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(body: Record | list[Record]) -> Any:  # type: ignore[valid-type]
+        """Score one record or a list of records (the 14 Adult features by name)."""
+        scoring = get_scoring()
+        if scoring is None:
+            return _client_error(503, "model not loaded yet")
+        records = body if isinstance(body, list) else [body]
+        if not records:
+            return _client_error(422, "body: the list of records is empty")
+        limit = max_records()
+        if len(records) > limit:
+            return _client_error(413, f"body: {len(records)} records; at most {limit} per request")
+        columns: dict[str, list[Any]] = {c: [] for c in FEATURE_COLUMNS}
+        for item in records:
+            for column, value in item:  # pydantic models iterate as (field, value)
+                columns[column].append(None if value == "?" else value)
+        probabilities = await scoring.score(columns)
+        m = metrics()
+        m.records.observe(len(records))
+        version = scoring.model_version
+        out = []
+        for p in probabilities:
+            label = ">50K" if p >= 0.5 else "<=50K"
+            m.predictions.labels(label=label).inc()
+            out.append({"probability": p, "label": label, "model_version": version})
+        return {"model_version": version, "predictions": out}
+
+    return app
+
+
+_ROUTES = {"/health", "/metrics", "/predict", "/docs", "/openapi.json"}
+
+
+def _client_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": [message]})
+
+
+def _jsonable(errors: Any) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors]  # fmt: skip
