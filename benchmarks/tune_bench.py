@@ -52,7 +52,6 @@ def main() -> None:
             grid = run_search(run_cfg, data, pre.cardinalities, f"bench-{scheduler}")
             runs[scheduler] = {**summarise_grid(grid), "wall_s": time.perf_counter() - start}
         asha, full = runs["asha"], runs["fifo"]
-        same_configs = sorted(json.dumps(c, sort_keys=True) for c in [asha["best_config"]])
         best_cfg = apply_params(cfg, asha["best_config"], search_space(args.epochs))
         retrained = run_train_job(best_cfg)
     finally:
@@ -67,7 +66,10 @@ def main() -> None:
         "full_budget": {k: v for k, v in full.items()},
         "asha_epoch_fraction": asha["epochs_consumed"] / full["epochs_consumed"],
         "asha_best_vs_full_best": asha["best_val_log_loss"] / full["best_val_log_loss"] - 1,
-        "asha_best_config": same_configs,
+        "asha_settings": {
+            "grace_period": cfg.search.grace_period,
+            "reduction_factor": cfg.search.reduction_factor,
+        },
         "retrained_best": {
             k: retrained[k]
             for k in (
@@ -79,7 +81,7 @@ def main() -> None:
                 "epochs_run",
                 "train_wall_time_s",
             )
-        },  # fmt: skip
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))

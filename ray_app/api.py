@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
 
-from ray_app.data import CATEGORIES, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from ray_app.data import CATEGORIES, FEATURE_COLUMNS, NULLABLE_COLUMNS, NUMERIC_COLUMNS
 
 # Plausible bounds of the UCI Adult columns; outside them a request is a client error.
 NUMERIC_BOUNDS: dict[str, tuple[float, float]] = {
@@ -35,7 +35,8 @@ def _record_model() -> type[BaseModel]:
 
     Unknown categories are rejected (422) rather than mapped to the OOV bucket: a typo would
     otherwise score as 'unknown' without anyone noticing. A category that is in the schema but
-    was not seen in training still goes to the OOV bucket. Missing values: null or '?'.
+    was not seen in training still goes to the OOV bucket. Missing values (null or '?') only
+    where the UCI data has them: workclass, occupation, native_country.
     """
     fields: dict[str, Any] = {}
     for column in FEATURE_COLUMNS:
@@ -45,8 +46,13 @@ def _record_model() -> type[BaseModel]:
             kind = Annotated[float, Field(ge=low, le=high, strict=True, validation_alias=alias)]
             fields[column] = (kind, ...)
         else:
-            choices = Literal[(*CATEGORIES[column], "?")]  # type: ignore[valid-type]
-            fields[column] = (Annotated[choices | None, Field(validation_alias=alias)], None)
+            values: tuple[str, ...] = CATEGORIES[column]
+            if column in NULLABLE_COLUMNS:
+                nullable = Literal[(*values, "?")] | None  # type: ignore[valid-type]
+                fields[column] = (Annotated[nullable, Field(validation_alias=alias)], None)
+            else:
+                required = Literal[values]  # type: ignore[valid-type]
+                fields[column] = (Annotated[required, Field(validation_alias=alias)], ...)
     return create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -90,8 +96,27 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
+def _branch_errors(errors: list[Any], body: Any) -> list[Any]:
+    """Keep the errors of the union branch the body took (one record or a list), tag dropped.
+
+    The body is `Record | list[Record]`, so pydantic reports both branches, with locations
+    like ('body', 'list[Record]', 3, 'age'); only the branch matching the body's JSON type
+    helps the client.
+    """
+    branch = "list[Record]" if isinstance(body, list) else "Record"
+    kept = []
+    for error in errors:
+        loc = list(error.get("loc", ()))
+        if len(loc) >= 2 and loc[0] == "body" and loc[1] in ("Record", "list[Record]"):
+            if loc[1] != branch:
+                continue
+            loc = [loc[0], *loc[2:]]
+        kept.append({**error, "loc": tuple(loc)})
+    return kept or errors
+
+
 def _describe(errors: list[Any]) -> list[str]:
-    """['record 3, field 'age': Input should be ...'] from pydantic's error list."""
+    """["record 3, field 'age': Input should be ..."] from pydantic's error list."""
     out = []
     for error in errors:
         loc = [p for p in error.get("loc", ()) if p != "body"]
@@ -134,9 +159,9 @@ def create_api(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _branch_errors(list(exc.errors()), exc.body)
         return JSONResponse(
-            status_code=422,
-            content={"detail": _describe(list(exc.errors())), "errors": _jsonable(exc.errors())},
+            status_code=422, content={"detail": _describe(errors), "errors": _jsonable(errors)}
         )
 
     @app.middleware("http")

@@ -58,6 +58,9 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0, lt=1.0)
     patience: int = Field(4, ge=1, description="early stopping on val_log_loss")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: decay the learning rate to 0 over max_epochs"
+    )
     seed: int = 0
     # Test-only fault injection: rank 1 hard-exits once at this epoch (marker file in storage).
     fail_once_at_epoch: int | None = Field(None, ge=1)
@@ -92,7 +95,7 @@ class SearchConfig(_Strict):
     num_samples: int = Field(16, ge=1)
     max_concurrent: int = Field(2, ge=1)
     max_epochs: int = Field(16, ge=1, description="epoch budget of one trial (ASHA max_t)")
-    grace_period: int = Field(2, ge=1)
+    grace_period: int = Field(3, ge=1)
     reduction_factor: int = Field(3, ge=2)
     scheduler: Literal["asha", "fifo"] = "asha"
     workers_per_trial: int = Field(0, ge=0, description="0: loop in the trial; N: TorchTrainer")

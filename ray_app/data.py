@@ -171,6 +171,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "Holand-Netherlands",
     ),
 }
+# The only columns with unknown values ('?') in the UCI files.
+NULLABLE_COLUMNS = ("workclass", "occupation", "native_country")
 POSITIVE_LABEL = ">50K"
 LABELS = ("<=50K", POSITIVE_LABEL)
 _LABEL_ALIASES = {"class", "label", "target", "salary"}

@@ -83,7 +83,7 @@ class Param(BaseModel):
 def search_space(max_epochs: int = 16) -> list[Param]:
     """What `ray-app tune` and the Katib Experiment search over."""
     return [
-        Param(name="lr", target="train.lr", kind="loguniform", low=3e-4, high=5e-3,
+        Param(name="lr", target="train.lr", kind="loguniform", low=5e-4, high=5e-3,
               description="AdamW learning rate"),
         Param(name="weight-decay", target="train.weight_decay", kind="loguniform", low=1e-6,
               high=1e-3, description="AdamW weight decay"),

@@ -9,6 +9,7 @@ checkpoints are reported, and where a resumed run's state comes from.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -169,6 +170,9 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResul
         if meta["bad_epochs"] >= cfg.patience:
             break
         start = time.perf_counter()
+        if cfg.lr_schedule == "cosine":  # per-epoch decay; a resumed run recomputes it
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.max_epochs))
         # Same permutation on every rank (seeded by epoch), then a disjoint slice per rank.
         perm = np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(n_rows)
         shard = torch.from_numpy(perm[ctx.world_rank :: ctx.world_size][:rows_per_worker])

@@ -1,0 +1,57 @@
+"""The seed's architecture for comparison: one FastAPI + uvicorn process scoring in-process.
+
+    python -m ray_app.plain_server --model-uri models:/adult-income@champion --port 8001
+
+Same API module (validation, metrics) as the Serve ingress; only the backend differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from ray_app.api import create_api
+from ray_app.artifacts import Scorer
+
+
+@dataclass
+class LocalScoring:
+    """Preprocessing + model in this process."""
+
+    scorer: Scorer
+    model_version: str
+
+    async def score(self, columns: dict[str, list[Any]]) -> list[float]:
+        return self.scorer.predict_encoded(*self.scorer.preprocessor.transform(columns)).tolist()
+
+    async def ready(self) -> bool:
+        return True
+
+
+def main() -> None:
+    import torch
+    import uvicorn
+
+    from ray_app.serve import ServeArgs, resolve_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-uri", default="models:/adult-income@champion")
+    parser.add_argument("--bundle-dir", default=None)
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--max-records", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    serve_args = ServeArgs(
+        model_uri=args.model_uri, bundle_dir=args.bundle_dir, tracking_uri=args.tracking_uri
+    )
+    bundle, version = resolve_bundle(serve_args)
+    scoring = LocalScoring(Scorer.from_bundle(bundle), version)
+    app = create_api(lambda: scoring, lambda: args.max_records)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
