@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,30 @@ from ray_app.config import AppConfig
 from ray_app.data import Splits, load_splits
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) -> None:
+    """Stop a process we started in its own session: `first` signal, then SIGKILL its group.
+
+    By PID only: never `ray stop` or pkill, which would hit other people's processes.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(first)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
 
 # Keep torch single-threaded in the test process: 2 threads ran a small MLP 66x slower here.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

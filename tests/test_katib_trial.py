@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from ray_app.katib import KATIB_METRIC_RE, PLACEHOLDER_RE
 
-from .conftest import REPO
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+from .conftest import ENV, REPO
 
 
 def _parse(path: Path) -> list[dict[str, float]]:

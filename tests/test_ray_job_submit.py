@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, free_port, stop_group
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -48,7 +40,7 @@ def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path) -> None:
 @pytest.fixture()
 def ray_head(tmp_path: Path):
     """A head node in its own process group, stopped by PID (never `ray stop`, which kills all)."""
-    dashboard = _free_port()
+    dashboard = free_port()
     # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
     temp_dir = Path(tempfile.mkdtemp(prefix="rayjob", dir="/tmp"))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -58,7 +50,7 @@ def ray_head(tmp_path: Path):
             "start",
             "--head",
             "--block",
-            f"--port={_free_port()}",
+            f"--port={free_port()}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
@@ -76,12 +68,7 @@ def ray_head(tmp_path: Path):
         yield url, env
     finally:
         # `ray start --block` stops its children on SIGTERM; the group kill is the fallback.
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        stop_group(proc, signal.SIGTERM, 20)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -1,0 +1,186 @@
+"""Against a real `serve run` of the Serve config on a local Ray (the RayService's document)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ray_app.config import DataConfig
+from ray_app.data import FEATURE_COLUMNS, load_splits
+from ray_app.serve import ServeArgs, render_config, serve_config
+
+from .conftest import ENV, REPO, free_port, stop_group
+from .test_api import RECORD
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs below `root` (our own process tree), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Train a small model with the CLI, then `serve run` the generated config against it."""
+    work = tmp_path_factory.mktemp("serve")
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    train = subprocess.run(
+        ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
+         "--tracking-uri", tracking, "--storage-path", str(work / "ray_results")],
+        env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    port = free_port()
+    config = serve_config(ServeArgs(tracking_uri=tracking, max_records=1000), "127.0.0.1", port)
+    path = work / "serve-config.yaml"
+    path.write_text(render_config(config))
+    log = (work / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "serve"), "run", str(path)], env=ENV, cwd=work, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(
+                    f"serve run did not become healthy:\n{(work / 'serve.log').read_text()[-3000:]}"
+                )
+            time.sleep(1)
+        yield {"url": url, "tracking": tracking, "proc": proc, "work": work}
+    finally:
+        stop_group(proc, signal.SIGINT, 60)  # serve run shuts the app and its local Ray down
+        log.close()
+
+
+def test_config_is_the_committed_one():
+    committed = (REPO / "kuberay" / "serve-config.yaml").read_text()
+    assert committed == render_config(serve_config()), "run: ray-app serve-config"
+    app = yaml.safe_load(committed)["applications"][0]
+    assert app["import_path"] == "ray_app.serve:build_app"
+    assert {d["name"]: d["max_ongoing_requests"] for d in app["deployments"]}["Model"] > 5
+
+
+def test_health_reports_the_registered_version(served):
+    body = httpx.get(f"{served['url']}/health").json()
+    assert body == {"status": "ready", "model_version": "1"}
+
+
+def test_predictions_equal_the_mlflow_logged_model(served):
+    rows = load_splits(DataConfig(subsample=3000)).test[FEATURE_COLUMNS].head(50)
+    records = [{k: (None if v != v else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    response = httpx.post(f"{served['url']}/predict", json=records, timeout=30)
+    assert response.status_code == 200
+    served_prob = np.array([p["probability"] for p in response.json()["predictions"]])
+    mlflow.set_tracking_uri(served["tracking"])
+    logged = mlflow.pyfunc.load_model("models:/adult-income@champion")
+    np.testing.assert_allclose(served_prob, logged.predict(rows)["probability"], atol=1e-6)
+    single = httpx.post(f"{served['url']}/predict", json=records[0]).json()["predictions"]
+    assert single[0]["probability"] == pytest.approx(served_prob[0], abs=1e-6)
+
+
+def test_metrics_are_prometheus_text(served):
+    httpx.post(f"{served['url']}/predict", json=RECORD)
+    text = httpx.get(f"{served['url']}/metrics").text
+    assert 'adult_model_info{model_version="1"} 1.0' in text
+    assert 'adult_requests_total{path="/predict",status="200"}' in text
+    assert "adult_request_latency_seconds_bucket" in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": {**RECORD, "age": "abc"}}, 422),
+        ({"json": {k: v for k, v in RECORD.items() if k != "race"}}, 422),
+        ({"json": {**RECORD, "favourite_colour": "blue"}}, 422),
+        ({"json": {**RECORD, "capital_loss": 10**9}}, 422),
+        ({"json": {**RECORD, "native_country": "Atlantis"}}, 422),
+        ({"json": []}, 422),
+        ({"content": b"not json", "headers": {"content-type": "application/json"}}, 422),
+        ({"json": [RECORD] * 1001}, 413),
+    ],
+)
+def test_every_bad_input_class_gets_its_4xx(served, kwargs, status):
+    response = httpx.post(f"{served['url']}/predict", timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+
+
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=False),
+    st.text(max_size=12), st.sampled_from(["Male", "Private", "?", "United-States"]),
+)  # fmt: skip
+records = st.dictionaries(st.sampled_from([*FEATURE_COLUMNS, "extra", "age "]), values)
+bodies = st.one_of(records, st.lists(records, max_size=4), values, st.fixed_dictionaries(
+    {c: st.just(RECORD[c]) for c in FEATURE_COLUMNS}, optional={"age": values}))  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=bodies)
+def test_fuzzed_bodies_never_get_a_5xx(served, body):
+    response = httpx.post(f"{served['url']}/predict", content=json.dumps(body), timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code < 500, (body, response.text)
+
+
+def test_killed_model_replica_is_replaced(served):
+    replicas = [p for p in _descendants(served["proc"].pid)
+                if "ServeReplica:adult-income:Model" in _cmdline(p)]  # fmt: skip
+    assert replicas, "no Model replica process found under serve run"
+    os.kill(replicas[0], signal.SIGKILL)
+    statuses = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            statuses.append(
+                httpx.post(f"{served['url']}/predict", json=RECORD, timeout=10).status_code
+            )
+        except httpx.HTTPError:
+            statuses.append(0)
+        if statuses[-3:] == [200, 200, 200]:
+            break
+        time.sleep(0.5)
+    assert statuses[-3:] == [200, 200, 200], statuses[-20:]
+    health = httpx.get(f"{served['url']}/health").json()
+    assert health["status"] == "ready"
