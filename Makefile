@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_bench.py
+	$(BIN)/python benchmarks/tune_bench.py
+	$(BIN)/python benchmarks/serve_bench.py
+
+## the Serve graph locally on the champion in ./mlflow.db (after `make demo`)
+serve: setup
+	$(BIN)/ray-app serve
 
 clean:
 	rm -rf ray_results mlruns mlartifacts mlflow.db .pytest_cache .mypy_cache .ruff_cache

@@ -177,7 +177,7 @@ def tune(
     num_samples: Annotated[int, typer.Option(help="trials to sample", min=1)] = 16,
     max_concurrent: Annotated[int, typer.Option(help="trials at once", min=1)] = 2,
     max_epochs: Annotated[int, typer.Option(help="epoch budget per trial (ASHA max_t)")] = 16,
-    grace_period: Annotated[int, typer.Option(help="ASHA grace period (epochs)")] = 3,
+    grace_period: Annotated[int, typer.Option(help="ASHA grace period (epochs)")] = 2,
     reduction_factor: Annotated[int, typer.Option(help="ASHA reduction factor")] = 3,
     scheduler: Annotated[str, typer.Option(help="'asha' or 'fifo' (full budget)")] = "asha",
     workers_per_trial: Annotated[

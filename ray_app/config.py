@@ -95,7 +95,7 @@ class SearchConfig(_Strict):
     num_samples: int = Field(16, ge=1)
     max_concurrent: int = Field(2, ge=1)
     max_epochs: int = Field(16, ge=1, description="epoch budget of one trial (ASHA max_t)")
-    grace_period: int = Field(3, ge=1)
+    grace_period: int = Field(2, ge=1)
     reduction_factor: int = Field(3, ge=2)
     scheduler: Literal["asha", "fifo"] = "asha"
     workers_per_trial: int = Field(0, ge=0, description="0: loop in the trial; N: TorchTrainer")

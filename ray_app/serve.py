@@ -42,7 +42,8 @@ class ServeArgs(BaseModel):
     tracking_uri: str = "sqlite:///mlflow.db"
     max_records: int = Field(1000, ge=1, description="records per /predict request")
     batch_size: int = Field(256, ge=1, description="@serve.batch max_batch_size")
-    batch_wait_s: float = Field(0.002, ge=0.0, description="@serve.batch wait")
+    # 0: a batch is whatever queued while the previous one ran (no added latency at low load).
+    batch_wait_s: float = Field(0.0, ge=0.0, description="@serve.batch wait")
     torch_threads: int = Field(1, ge=1)
 
 
@@ -87,7 +88,7 @@ class Preprocess:
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
 
-    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)
     async def __call__(
         self, batch: list[dict[str, list[Any]]]
     ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -116,7 +117,7 @@ class Model:
     def info(self) -> dict[str, str]:
         return {"model_version": self.version}
 
-    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)
     async def __call__(self, batch: list[tuple[np.ndarray, np.ndarray]]) -> list[list[float]]:
         import torch
 
