@@ -27,7 +27,7 @@ import httpx
 
 from ray_app.config import DataConfig
 from ray_app.data import FEATURE_COLUMNS, load_splits
-from ray_app.serve import ServeArgs, render_config, serve_config
+from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
 
 OUT = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
@@ -104,9 +104,11 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _run_target(name: str, command: list[str], url: str, work: Path) -> dict[str, Any]:
+def _run_target(
+    name: str, command: list[str], url: str, work: Path, env: dict[str, str]
+) -> dict[str, Any]:
     log = (work / f"{name}.log").open("w")
-    proc = subprocess.Popen(command, env=ENV, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     results: dict[str, Any] = {}
     try:
@@ -151,12 +153,12 @@ def main() -> None:
     config.write_text(render_config(serve_config(ServeArgs(tracking_uri=tracking),
                                                  "127.0.0.1", serve_port)))  # fmt: skip
     serve = _run_target("serve", [str(BIN / "serve"), "run", str(config)],
-                        f"http://127.0.0.1:{serve_port}", work)  # fmt: skip
+                        f"http://127.0.0.1:{serve_port}", work, {**ENV, **SERVE_ENV})  # fmt: skip
     plain = _run_target(
         "plain",
         [sys.executable, "-m", "ray_app.plain_server", "--tracking-uri", tracking,
          "--port", str(plain_port)],
-        f"http://127.0.0.1:{plain_port}", work,
+        f"http://127.0.0.1:{plain_port}", work, ENV,
     )  # fmt: skip
 
     report: dict[str, Any] = {"benchmark": "serve", "serve": serve, "plain": plain, "ratio": {}}

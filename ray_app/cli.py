@@ -293,7 +293,7 @@ def serve(
     import shutil
     import tempfile
 
-    from ray_app.serve import ServeArgs, render_config, serve_config
+    from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
 
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
         # Replicas do not share this process's working directory: make the path absolute.
@@ -308,7 +308,7 @@ def serve(
     path.write_text(render_config(doc))
     serve_bin = shutil.which("serve") or str(Path(sys.executable).parent / "serve")
     err.print(f"serve run {path}  ->  http://{host}:{port}/docs")
-    os.execv(serve_bin, [serve_bin, "run", str(path)])
+    os.execve(serve_bin, [serve_bin, "run", str(path)], {**os.environ, **SERVE_ENV})
 
 
 @app.command()

@@ -28,6 +28,19 @@ from ray_app.errors import UserError
 from ray_app.features import Preprocessor
 
 APP_NAME = "adult-income"
+# Cluster-wide Serve settings (read by the controller, proxy and replicas at start, so they go
+# in the environment of `ray start` / `serve run` / the RayService pods, not in the app config).
+# Measured on 2 cores, single-record p50 at concurrency 1 (README): defaults 17.5 ms; gRPC
+# between proxy and replicas and between deployments 11.8 ms; user code and router on the
+# replica's own event loop 10.6 ms; HAProxy in place of the Python proxy, with the ingress
+# replica serving HTTP directly, 5.9 ms.
+SERVE_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
 
 
 class ServeArgs(BaseModel):
@@ -140,7 +153,8 @@ class _GraphScoring:
 
     async def score(self, columns: dict[str, list[Any]]) -> list[float]:
         # The preprocessing response goes straight on to the model replica, not back here.
-        result: list[float] = await self.model.remote(self.preprocess.remote(columns))
+        encoded = await self.preprocess.remote(columns)
+        result: list[float] = await self.model.remote(encoded)
         return result
 
     async def ready(self) -> bool:
@@ -153,7 +167,26 @@ class _GraphScoring:
 
 # One ingress replica per process: its __init__ fills this in for the module-level app.
 _replica: dict[str, Any] = {"scoring": None, "max_records": 1000}
-app = create_api(lambda: _replica["scoring"], lambda: int(_replica["max_records"]))
+
+
+# Named module functions, not lambdas or methods: Serve ships the ingress class and its app
+# to the replica with cloudpickle, which copies the globals of anything it pickles by value;
+# module-level functions are pickled by reference and so share the replica's module state.
+def _scoring() -> _GraphScoring | None:
+    scoring: _GraphScoring | None = _replica["scoring"]
+    return scoring
+
+
+def _max_records() -> int:
+    return int(_replica["max_records"])
+
+
+def _configure_replica(scoring: _GraphScoring, max_records: int) -> None:
+    # Called from Api.__init__, whose class Serve pickles by value (its globals are copies).
+    _replica.update(scoring=scoring, max_records=max_records)
+
+
+app = create_api(_scoring, _max_records)
 
 
 @serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
@@ -164,8 +197,7 @@ class Api:
     def __init__(self, preprocess: DeploymentHandle, model: DeploymentHandle, args: dict) -> None:
         parsed = ServeArgs(**args)
         _, version = resolve_bundle(parsed)
-        _replica["max_records"] = parsed.max_records
-        _replica["scoring"] = _GraphScoring(preprocess, model, version)
+        _configure_replica(_GraphScoring(preprocess, model, version), parsed.max_records)
 
 
 def build_app(args: dict[str, Any]) -> Any:

@@ -27,17 +27,41 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) -> None:
-    """Stop a process we started in its own session: `first` signal, then SIGKILL its group.
+def descendants(root: int) -> list[int]:
+    """PIDs below `root` (our own process tree), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
-    By PID only: never `ray stop` or pkill, which would hit other people's processes.
+
+def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) -> None:
+    """Stop a process we started in its own session, and everything it started.
+
+    `first` signal, then SIGKILL for its group and for any descendant that set its own
+    group (Ray workers, HAProxy). By PID only: never `ray stop` or pkill, which would hit
+    other people's processes.
     """
+    tree = descendants(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(first)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=10)
 
 
