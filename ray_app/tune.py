@@ -59,8 +59,9 @@ def run_search(cfg: AppConfig, data: EncodedData, cardinalities: list[int], name
     search = cfg.search
     base = cfg.model_dump(mode="json")
     trainable = tune.with_parameters(_trial, data=data, base=base, cardinalities=cardinalities)
-    # In-process trials take one CPU each; distributed trials leave CPUs to their Train workers.
-    cpus = cfg.ray.cpus_per_worker if search.workers_per_trial == 0 else 0
+    # In-process trials take one CPU each; a distributed trial only coordinates (Tune refuses
+    # an empty resource request) and leaves the CPUs to its Train workers.
+    cpus = cfg.ray.cpus_per_worker if search.workers_per_trial == 0 else 0.01
     trainable = tune.with_resources(trainable, {"CPU": cpus})
     storage = Path(cfg.ray.storage_path).resolve()
     path = storage / name
