@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,6 +76,3 @@ class Scorer:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """P(income > 50K) for each row of a frame holding the 14 feature columns."""
         return self.predict_encoded(*self.preprocessor.transform(frame))
-
-    def describe(self) -> dict[str, Any]:
-        return {"model_config": self.model.cfg.model_dump()}

@@ -3,6 +3,9 @@
 ray-app data                      # validate the shipped UCI files and show the splits
 ray-app train --json              # 2 Ray Train workers -> test metrics -> MLflow registry
 ray-app evaluate --model-uri models:/adult-income@champion
+ray-app tune --num-samples 16             # Ray Tune + ASHA, retrain the best, register it
+ray-app katib-trial --lr=0.001 ...        # one Katib trial, TEXT metrics file
+ray-app serve                             # serve run of kuberay/serve-config.yaml
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The training loop (written once) and its Ray Train launcher.
 
-`train_loop` is called by every runner: Ray Train workers (`ray-app train`), the plain
-single-process benchmark, and later Tune/Katib trials. Runners differ only in the
-`LoopContext` they pass: rank/world size, how a model is wrapped, how metrics and
-checkpoints are reported, and where a resumed run's state comes from.
+`train_loop` is called by every runner: Ray Train workers (`ray-app train`), Ray Tune trials
+(`ray-app tune`), Katib trials (`ray-app katib-trial`) and the plain single-process benchmark.
+Runners differ only in the `LoopContext` they pass: rank/world size, how a model is wrapped,
+how metrics and checkpoints are reported, and where a resumed run's state comes from.
 """
 
 from __future__ import annotations
