@@ -39,14 +39,3 @@ def test_small_asha_search_stops_trials_early_and_logs_nested_runs(local_ray, qu
     quick_cfg.search.resume = True
     again = run_tune_job(quick_cfg)
     assert again["mlflow_parent_run_id"] == parent and again["trials"] == 8
-
-
-def test_distributed_trials_report_through_ray_train(local_ray, quick_cfg):
-    """--workers-per-trial: each trial is a TorchTrainer whose reports reach Tune."""
-    quick_cfg.search.num_samples = 2
-    quick_cfg.search.max_epochs = 2
-    quick_cfg.search.workers_per_trial = 1
-    quick_cfg.search.retrain = False
-    result = run_tune_job(quick_cfg)
-    assert result["trials"] == 2 and result["errored"] == 0
-    assert result["epochs_consumed"] == 4  # both trials reported both epochs to Tune
