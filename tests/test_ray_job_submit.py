@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,14 @@ def ray_head(tmp_path: Path):
     dashboard = free_port()
     # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
     temp_dir = Path(tempfile.mkdtemp(prefix="rayjob", dir="/tmp"))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    # Token auth as Ray 2.60 wants it, with a token of the test's own: a fresh machine has no
+    # ~/.ray/auth_token, and the user's should not be touched.
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
     proc = subprocess.Popen(
         [
             str(BIN / "ray"),
