@@ -20,7 +20,7 @@ from typing import Any
 import ray
 import torch
 
-from ray_app.artifacts import Scorer, build_model
+from ray_app.artifacts import Scorer
 from ray_app.config import AppConfig
 from ray_app.data import LABEL_COLUMN, load_splits
 from ray_app.evaluate import binary_metrics
@@ -43,9 +43,7 @@ def _timing(history: list[dict[str, float]], wall: float) -> dict[str, float]:
 
 
 def _test_metrics(pre: Preprocessor, cfg: AppConfig, state: dict, splits: Any) -> dict[str, float]:
-    model = build_model(cfg.model, pre.cardinalities)
-    model.load_state_dict(state)
-    prob = Scorer(pre, model.eval()).predict_proba(splits.test)
+    prob = Scorer.from_state(pre, cfg.model, state).predict_proba(splits.test)
     return binary_metrics(splits.test[LABEL_COLUMN].to_numpy(), prob)
 
 

@@ -65,6 +65,15 @@ class Scorer:
     model: TabularMLP
 
     @classmethod
+    def from_state(
+        cls, pre: Preprocessor, model_cfg: ModelConfig, state: dict[str, torch.Tensor]
+    ) -> Scorer:
+        """From weights in memory (a loop's best state), without a round trip through disk."""
+        model = build_model(model_cfg, pre.cardinalities)
+        model.load_state_dict(state)
+        return cls(pre, model.eval())
+
+    @classmethod
     def from_bundle(cls, directory: Path) -> Scorer:
         return cls(Preprocessor.load(Path(directory) / PREPROCESSOR), load_model(directory))
 

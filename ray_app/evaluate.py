@@ -77,10 +77,9 @@ def gbdt_reference(splits: Splits, pre: Preprocessor, seed: int = 0) -> dict[str
         max_iter=500,
         learning_rate=0.05,
         early_stopping=True,
-        validation_fraction=None,  # use the explicit validation split below via scoring
+        validation_fraction=None,  # early stopping on the project's validation split (fit below)
         random_state=seed,
     )
-    # Early stopping needs a held-out set; use the project's own validation split.
     x_train, y_train = encode(splits.train), splits.train[LABEL_COLUMN].to_numpy()
     x_val, y_val = encode(splits.val), splits.val[LABEL_COLUMN].to_numpy()
     model.fit(x_train, y_train, X_val=x_val, y_val=y_val)

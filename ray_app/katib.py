@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ray_app.artifacts import Scorer, build_model
+from ray_app.artifacts import Scorer
 from ray_app.config import AppConfig
 from ray_app.data import LABEL_COLUMN
 from ray_app.errors import UserError
@@ -85,9 +85,7 @@ def run_katib_trial(cfg: AppConfig, params: dict[str, Any], metrics_file: Path) 
         spec = LoopSpec(cfg.model, cfg.train, pre.cardinalities, threads=cfg.ray.cpus_per_worker)
         result = train_loop(spec, data, LocalContext(on_report=write_epoch))
         assert result.best_state is not None
-        model = build_model(cfg.model, pre.cardinalities)
-        model.load_state_dict(result.best_state)
-        prob = Scorer(pre, model.eval()).predict_proba(splits.test)
+        prob = Scorer.from_state(pre, cfg.model, result.best_state).predict_proba(splits.test)
         test = binary_metrics(splits.test[LABEL_COLUMN].to_numpy(), prob)
         out.write(format_metrics({k: test[k] for k in TEST_METRICS}) + "\n")
     best = min(result.meta["history"], key=lambda r: r[OBJECTIVE])

@@ -22,7 +22,7 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
-from ray_app.artifacts import build_model
+from ray_app.artifacts import WEIGHTS, build_model
 from ray_app.config import AppConfig, ModelConfig, TrainConfig
 from ray_app.data import LABEL_COLUMN, Splits
 from ray_app.errors import UserError
@@ -30,7 +30,6 @@ from ray_app.features import Preprocessor
 
 TRAIN_STATE = "train_state.pt"
 TRAIN_META = "train_meta.json"
-WEIGHTS = "model.pt"
 OBJECTIVE = "val_log_loss"
 
 
