@@ -40,6 +40,22 @@ TestDataOpt = Annotated[
     Path | None,
     typer.Option("--test-data", help="test CSV with a header (default: data/adult.test)"),
 ]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="RAY_APP_DATA_DIR",
+        help="folder with the shipped UCI files (default: the repository's data/)",
+    ),
+]
+StorageOpt = Annotated[
+    Path,
+    typer.Option(
+        "--storage-path",
+        envvar="RAY_APP_STORAGE_PATH",
+        help="Ray Train/Tune storage: checkpoints (shared by every node on a cluster)",
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="print the result as one JSON object on stdout")
 ]
@@ -77,7 +93,9 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
 def _build_config(**sections: dict[str, Any]) -> AppConfig:
     """Validate CLI values into the typed tree; a bad value is a user error, not a traceback."""
     try:
-        return AppConfig(**{k: v for k, v in sections.items() if v})
+        # Options left unset (None) take the tree's defaults.
+        cleaned = {k: {f: x for f, x in v.items() if x is not None} for k, v in sections.items()}
+        return AppConfig(**{k: v for k, v in cleaned.items() if v})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -89,12 +107,15 @@ def _build_config(**sections: dict[str, Any]) -> AppConfig:
 def data(
     data_path: DataOpt = None,
     test_data: TestDataOpt = None,
+    data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Load and validate the data (checksums, schema) and show the train/val/test splits."""
     from ray_app.data import load_splits, summarise
 
-    cfg = _build_config(data={"train_path": data_path, "test_path": test_data})
+    cfg = _build_config(
+        data={"train_path": data_path, "test_path": test_data, "data_dir": data_dir}
+    )
     with err.status("loading and validating data"):
         result = summarise(load_splits(cfg.data))
     _emit(result, as_json, "data OK")
@@ -116,7 +137,8 @@ def train(
     subsample: Annotated[int | None, typer.Option(help="train on N rows only (quick runs)")] = None,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     max_failures: Annotated[int, typer.Option(help="worker failures to recover from")] = 2,
-    storage_path: Annotated[Path, typer.Option(help="Ray Train checkpoints")] = Path("ray_results"),
+    storage_path: StorageOpt = Path("ray_results"),
+    data_dir: DataDirOpt = None,
     ray_address: RayAddressOpt = None,
     tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "adult-income",
@@ -133,7 +155,12 @@ def train(
         if value is not None:
             train_section[key] = value
     cfg = _build_config(
-        data={"train_path": data_path, "test_path": test_data, "subsample": subsample},
+        data={
+            "train_path": data_path,
+            "test_path": test_data,
+            "subsample": subsample,
+            "data_dir": data_dir,
+        },
         train=train_section,
         ray={
             "address": ray_address,
@@ -192,7 +219,8 @@ def tune(
     name: Annotated[str | None, typer.Option(help="search name (folder under storage)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the interrupted search --name")] = False,
     retrain: Annotated[bool, typer.Option(help="retrain and register the best config")] = True,
-    storage_path: Annotated[Path, typer.Option(help="Tune/Train storage")] = Path("ray_results"),
+    storage_path: StorageOpt = Path("ray_results"),
+    data_dir: DataDirOpt = None,
     ray_address: RayAddressOpt = None,
     tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
     as_json: JsonOpt = False,
@@ -201,7 +229,7 @@ def tune(
     if resume and not name:
         raise UserError("--resume needs --name of the search to continue")
     cfg = _build_config(
-        data={"train_path": data_path, "subsample": subsample},
+        data={"train_path": data_path, "subsample": subsample, "data_dir": data_dir},
         ray={"address": ray_address, "num_workers": workers, "storage_path": storage_path},
         tracking={"tracking_uri": tracking_uri},
         search={
@@ -243,13 +271,16 @@ def katib_trial(
     ),
     data_path: DataOpt = None,
     subsample: Annotated[int | None, typer.Option(help="train on N rows only")] = None,
+    data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one trial with the shared loop; write Katib TEXT metrics (--lr=... --batch-size=...)."""
     from ray_app.katib import parse_trial_args, run_katib_trial
 
     params = parse_trial_args(ctx.args)
-    cfg = _build_config(data={"train_path": data_path, "subsample": subsample})
+    cfg = _build_config(
+        data={"train_path": data_path, "subsample": subsample, "data_dir": data_dir}
+    )
     with _stdout_for_result(as_json):
         result = run_katib_trial(cfg, params, metrics_file)
     _emit(result, as_json, "trial finished")
@@ -281,6 +312,47 @@ def serve_config_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_config(serve_config()))
     typer.echo(str(out))
+
+
+@app.command("kube-manifests")
+def kube_manifests(
+    base_dir: Annotated[Path, typer.Option(help="Kustomize base folder")] = Path("kuberay/base"),
+    serve_config_out: Annotated[Path, typer.Option(help="Serve config")] = SERVE_CONFIG,
+) -> None:
+    """Write the generated KubeRay objects (RayCluster, RayJobs, RayService) and Serve config."""
+    from ray_app.kuberay import write_manifests
+
+    for path in write_manifests(base_dir, serve_config_out):
+        typer.echo(str(path))
+
+
+@app.command("kube-check")
+def kube_check(
+    kuberay_dir: Annotated[Path, typer.Option(help="folder with base/ and overlays/")] = Path(
+        "kuberay"
+    ),
+    crds: Annotated[
+        Path,
+        typer.Option(envvar="RAY_APP_KUBERAY_CRDS", help="KubeRay v1.7 CRD folder"),
+    ] = Path("../shared/kuberay/crds"),
+) -> None:
+    """Render every overlay with kubectl kustomize and validate each object (CRDs, core)."""
+    from ray_app.kubecheck import check_overlay, load_crd_schemas, overlays
+
+    schemas = load_crd_schemas(crds)
+    found = overlays(kuberay_dir)
+    if not found:
+        raise UserError(f"{kuberay_dir}/overlays: no overlay with a kustomization.yaml")
+    failed = False
+    for overlay in found:
+        report = check_overlay(overlay, schemas)
+        status = "FAIL" if report.errors else "ok"
+        typer.echo(f"{status}  {overlay}: {len(report.objects)} objects")
+        for problem in report.errors:
+            typer.echo(f"      {problem}")
+        failed = failed or bool(report.errors)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -318,13 +390,17 @@ def serve(
 def evaluate(
     model_uri: ModelUriOpt = "models:/adult-income@champion",
     test_data: TestDataOpt = None,
+    data_dir: DataDirOpt = None,
     tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
     as_json: JsonOpt = False,
 ) -> None:
     """Score the official test split with a logged or registered model."""
     from ray_app.jobs import run_evaluate_job
 
-    cfg = _build_config(data={"test_path": test_data}, tracking={"tracking_uri": tracking_uri})
+    cfg = _build_config(
+        data={"test_path": test_data, "data_dir": data_dir},
+        tracking={"tracking_uri": tracking_uri},
+    )
     with _stdout_for_result(as_json), err.status(f"evaluating {model_uri}"):
         result = run_evaluate_job(cfg, model_uri)
     _emit(result, as_json, "evaluation")

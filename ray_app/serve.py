@@ -52,7 +52,9 @@ class ServeArgs(BaseModel):
         "models:/adult-income@champion", description="MLflow model URI or registry alias"
     )
     bundle_dir: str | None = Field(None, description="local model bundle (overrides model_uri)")
-    tracking_uri: str = "sqlite:///mlflow.db"
+    # None: MLflow's own resolution (MLFLOW_TRACKING_URI in the replica's environment, else
+    # ./mlflow.db), so `serve run` and the RayService (whose pods set the variable) share one doc.
+    tracking_uri: str | None = None
     max_records: int = Field(1000, ge=1, description="records per /predict request")
     batch_size: int = Field(256, ge=1, description="@serve.batch max_batch_size")
     # 0: a batch is whatever queued while the previous one ran (no added latency at low load).
@@ -69,7 +71,8 @@ def resolve_bundle(args: ServeArgs) -> tuple[Path, str]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(args.tracking_uri)
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
     version = _registry_version(MlflowClient(), args.model_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=args.model_uri))
     bundle = local / "artifacts" / "bundle"
@@ -214,7 +217,8 @@ def build_app(args: dict[str, Any]) -> Any:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(serve_args.tracking_uri)
+        if serve_args.tracking_uri:
+            mlflow.set_tracking_uri(serve_args.tracking_uri)
         name = serve_args.model_uri.removeprefix("models:/").split("@", 1)[0]
         version = _registry_version(MlflowClient(), serve_args.model_uri)
         serve_args.model_uri = f"models:/{name}/{version}"

@@ -1,0 +1,264 @@
+"""KubeRay objects generated from the package: one cluster spec, one Serve config, one CLI.
+
+    ray-app kube-manifests                  # writes kuberay/base/ray*.yaml (tested up to date)
+
+The RayCluster, both RayJobs and the RayService share `cluster_spec`; the RayService embeds
+`serve_config()` (the document `serve run kuberay/serve-config.yaml` runs); the RayJobs run the
+`ray-app` CLI. Overlays in kuberay/overlays change sizes, storage and exposure, not structure.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ray_app.serve import SERVE_ENV, render_config, serve_config
+
+RAY_VERSION = "2.60.0"
+# Overlays set the registry and tag with kustomize `images:`; the pipeline takes it as a param.
+IMAGE = "ray-app"
+SHARED_PVC = "ray-shared"
+SHARED_MOUNT = "/mnt/ray-shared"
+# Ray Train's storage_path must be reachable from every node: the RWX volume, not a pod's disk.
+STORAGE_PATH = f"{SHARED_MOUNT}/ray_results"
+TRACKING_URI = "http://mlflow:5000"
+CLUSTER_NAME = "ray-app"
+SERVICE_NAME = "adult-income"
+JobKind = Literal["train", "tune"]
+# Seconds a job may run before KubeRay fails it (DeadlineExceeded).
+DEADLINES: dict[str, int] = {"train": 3600, "tune": 4 * 3600}
+
+HEAD_RESOURCES = {"cpu": "2", "memory": "6Gi"}
+WORKER_RESOURCES = {"cpu": "2", "memory": "4Gi"}
+
+
+def _resources(amounts: dict[str, str]) -> dict[str, Any]:
+    # requests == limits: Guaranteed QoS, and Ray sizes itself from the limits.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def security_context() -> dict[str, Any]:
+    """Non-root, no privilege escalation, no capabilities (the image's user is uid 1000)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 100,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(extra: dict[str, str]) -> list[dict[str, str]]:
+    base = {"MLFLOW_TRACKING_URI": TRACKING_URI, "RAY_APP_STORAGE_PATH": STORAGE_PATH}
+    return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
+
+
+def _container(name: str, resources: dict[str, str], env: dict[str, str], ports: list) -> dict:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "env": _env(env),
+        "resources": _resources(resources),
+        "securityContext": security_context(),
+        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}],
+    }
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}}],
+        # Autoscaler v2 replaces failed pods itself; a restarted Ray container cannot rejoin.
+        "restartPolicy": "Never",
+        "securityContext": {"fsGroup": 100},
+    }
+    if worker:
+        # Workers never call the Kubernetes API (the head's autoscaler does, with its own SA).
+        spec["automountServiceAccountToken"] = False
+    return {"spec": spec}
+
+
+def cluster_spec(serve: bool = False) -> dict[str, Any]:
+    """RayCluster spec shared by the RayCluster, the RayJobs and the RayService."""
+    env = dict(SERVE_ENV) if serve else {}
+    head_ports = [
+        {"name": "gcs-server", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+        {"name": "metrics", "containerPort": 8080},
+    ]
+    worker_ports: list[dict[str, Any]] = [{"name": "metrics", "containerPort": 8080}]
+    if serve:
+        head_ports.append({"name": "serve", "containerPort": 8000})
+        worker_ports.append({"name": "serve", "containerPort": 8000})
+    head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
+    worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
+    if serve:
+        # Ready only when the app's own /health answers (model loaded, graph wired).
+        worker["readinessProbe"] = {
+            "httpGet": {"path": "/health", "port": 8000},
+            "periodSeconds": 5,
+            "failureThreshold": 12,
+        }
+    return {
+        "rayVersion": RAY_VERSION,
+        # Token auth: KubeRay creates the secret and hands it to the head, workers and submitter.
+        "authOptions": {"mode": "token"},
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "version": "v2",
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": 120,
+            "resources": _resources({"cpu": "500m", "memory": "512Mi"}),
+            "securityContext": security_context(),
+        },
+        "headGroupSpec": {
+            # No Ray work on the head: it runs the GCS, the dashboard and the job drivers.
+            # The dashboard listens on the pod network only; the head Service is ClusterIP.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            "serviceType": "ClusterIP",
+            "template": _pod(head, worker=False),
+        },
+        "workerGroupSpecs": [
+            {
+                "groupName": "cpu",
+                "replicas": 1,
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "rayStartParams": {},
+                "template": _pod(worker, worker=True),
+            }
+        ],
+    }
+
+
+def _meta(name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "labels": {"app.kubernetes.io/component": component}}
+
+
+def raycluster() -> dict[str, Any]:
+    """Long-lived cluster for interactive work and RayJobs that reuse it (clusterSelector)."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": _meta(CLUSTER_NAME, "cluster"),
+        "spec": cluster_spec(),
+    }
+
+
+def job_payload(kind: JobKind, args: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """Entrypoint and runtime env of a training/tuning job (RayJob or Job Submission API)."""
+    entrypoint = shlex.join(["ray-app", kind, "--json", *(args or [])])
+    runtime_env = {
+        "env_vars": {
+            "MLFLOW_TRACKING_URI": TRACKING_URI,
+            "RAY_APP_STORAGE_PATH": STORAGE_PATH,
+        }
+    }
+    return entrypoint, runtime_env
+
+
+def rayjob(
+    kind: JobKind,
+    args: list[str] | None = None,
+    name: str | None = None,
+    reuse_cluster: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    suspend: bool = False,
+) -> dict[str, Any]:
+    """A RayJob running `ray-app train|tune` on its own cluster (or on `reuse_cluster`)."""
+    entrypoint, default_env = job_payload(kind, args)
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "runtimeEnvYAML": yaml.safe_dump(runtime_env or default_env, sort_keys=False),
+        "activeDeadlineSeconds": DEADLINES[kind],
+        "backoffLimit": 1,
+        "submitterConfig": {"backoffLimit": 2},
+    }
+    if reuse_cluster:
+        spec["clusterSelector"] = {"ray.io/cluster": reuse_cluster}
+    else:
+        spec["shutdownAfterJobFinishes"] = True
+        spec["ttlSecondsAfterFinished"] = 600
+        spec["rayClusterSpec"] = cluster_spec()
+    if suspend:
+        spec["suspend"] = True
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(name or f"ray-app-{kind}", kind),
+        "spec": spec,
+    }
+
+
+def serve_config_v2() -> str:
+    """The RayService's serveConfigV2: the same document as kuberay/serve-config.yaml."""
+    return yaml.safe_dump(serve_config(), sort_keys=False)
+
+
+def rayservice(serve_doc: str | None = None) -> dict[str, Any]:
+    """The Serve graph on its own cluster; a config change is applied in place by KubeRay."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _meta(SERVICE_NAME, "serve"),
+        "spec": {
+            # A cluster-spec change starts a new cluster and moves traffic once it is ready.
+            "upgradeStrategy": {"type": "NewCluster"},
+            "serveConfigV2": serve_doc or serve_config_v2(),
+            "rayClusterConfig": cluster_spec(serve=True),
+        },
+    }
+
+
+HEADER = "# Generated by `ray-app kube-manifests` from ray_app/kuberay.py. Do not edit.\n"
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """File name -> object, for kuberay/base."""
+    return {
+        "raycluster.yaml": raycluster(),
+        # Suspended: applying an overlay creates them without starting a cluster; start one with
+        # kubectl patch rayjob ray-app-train --type merge -p '{"spec":{"suspend":false}}'
+        # (the pipeline creates its own, unsuspended, from the same function).
+        "rayjob-train.yaml": rayjob("train", suspend=True),
+        "rayjob-tune.yaml": rayjob("tune", suspend=True),
+        "rayservice.yaml": rayservice(),
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2, runtimeEnvYAML) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render(obj: dict[str, Any]) -> str:
+    return HEADER + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def write_manifests(base_dir: Path, serve_config_path: Path) -> list[Path]:
+    """Write the generated base objects and the Serve config they embed."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, obj in manifests().items():
+        path = base_dir / name
+        path.write_text(render(obj))
+        written.append(path)
+    serve_config_path.write_text(render_config(serve_config()))
+    written.append(serve_config_path)
+    return written
