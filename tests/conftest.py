@@ -45,6 +45,20 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def with_env(entry: str) -> list[int]:
+    """PIDs of our processes whose environment contains `entry` ('NAME=value')."""
+    needle = entry.encode()
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if proc_dir.name.isdigit() and int(proc_dir.name) != os.getpid():
+            try:
+                if needle in (proc_dir / "environ").read_bytes().split(b"\0"):
+                    found.append(int(proc_dir.name))
+            except OSError:
+                continue
+    return found
+
+
 def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) -> None:
     """Stop a process we started in its own session, and everything it started.
 
@@ -63,6 +77,63 @@ def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) ->
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int = 2):
+    """A real `ray start --head --block` with token auth; yields (dashboard URL, env).
+
+    Its own process group, stopped by PID (never `ray stop`, which would stop every Ray on
+    the machine). The token is the test's own: a fresh machine has no ~/.ray/auth_token.
+    """
+    import secrets
+    import shutil
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    dashboard = free_port()
+    # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayhead", dir="/tmp"))
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        **(extra_env or {}),
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--num-cpus={num_cpus}",
+         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # up, and asking for the auth token
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"ray start exited: {log.read_text()[-2000:]}")
+                if time.time() > deadline:
+                    pytest.fail("Ray dashboard did not come up in 90 s")
+                time.sleep(1)
+        yield url, env
+    finally:
+        # `ray start --block` stops its children on SIGTERM; the tree kill is the fallback.
+        stop_group(proc, signal.SIGTERM, 20)
+        # Orphans (HAProxy respawned on reload is re-parented to init) still carry this head's
+        # unique token in their environment: that identifies them by PID, and only them.
+        for pid in with_env(f"RAY_AUTH_TOKEN={env['RAY_AUTH_TOKEN']}"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # Keep torch single-threaded in the test process: 2 threads ran a small MLP 66x slower here.

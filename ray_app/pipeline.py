@@ -1,0 +1,255 @@
+"""Kubeflow Pipelines (v2): preprocess -> train -> [tune] -> evaluate -> [deploy if improved].
+
+    ray-app pipeline compile                                   # pipelines/adult_income.yaml
+    ray-app pipeline run --local --ray-address http://127.0.0.1:8265 \\
+        --tracking-uri sqlite:////abs/mlflow.db --storage-path /abs/ray_results
+
+Train and tune launch KubeRay RayJobs (`launch.backend: kuberay`, the default on a cluster)
+or, for a laptop, jobs on a local Ray head through the Job Submission API (`local`), running
+the same `ray-app train|tune` entrypoint either way (ray_app/launch.py). Deploy updates the
+RayService's serveConfigV2 (or PUTs the same Serve config to the local head).
+
+No `from __future__ import annotations` here: KFP reads the component signatures' real types.
+"""
+
+import os
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl
+
+from ray_app.kuberay import STORAGE_PATH, TRACKING_URI
+
+PIPELINE_NAME = "adult-income"
+DEFAULT_IMAGE = "ghcr.io/ray-app/ray-app:0.1.0"
+COMPILED = Path("pipelines/adult_income.yaml")
+DEFAULT_LAUNCH: dict[str, Any] = {
+    "backend": "kuberay",
+    "namespace": "ray-app",
+    "image": DEFAULT_IMAGE,
+    "tracking_uri": TRACKING_URI,
+    "storage_path": STORAGE_PATH,
+    "cleanup": "on-success",
+}
+
+
+# --- what each step does (plain functions; the components below only call these) --------------
+
+
+def _launcher(launch: dict[str, Any]) -> Any:
+    from ray_app.launch import KubeRayJobs, LaunchConfig, LocalRayJobs
+
+    cfg = LaunchConfig(**launch)
+    if cfg.backend == "local":
+        # Ray 2.60 token auth: the head's token, from the step's environment (never a param).
+        token = os.environ.get("RAY_AUTH_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return cfg, LocalRayJobs(cfg, headers)
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return cfg, KubeRayJobs(client.CustomObjectsApi(), client.CoreV1Api(), cfg)
+
+
+def preprocess_step() -> dict[str, Any]:
+    """Validate the shipped data (checksums, schema) and report the splits."""
+    from ray_app.config import DataConfig
+    from ray_app.data import load_splits, summarise
+
+    data_dir = os.environ.get("RAY_APP_DATA_DIR")
+    cfg = DataConfig(data_dir=Path(data_dir)) if data_dir else DataConfig()
+    return summarise(load_splits(cfg))
+
+
+def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
+    """Run `ray-app train|tune --json <args>` on the backend; return its JSON result."""
+    from ray_app import kuberay
+
+    cfg, launcher = _launcher(launch)
+    entrypoint, runtime_env = kuberay.job_payload(
+        kind,  # type: ignore[arg-type]
+        shlex.split(args),
+        tracking_uri=cfg.tracking_uri,
+        storage_path=cfg.storage_path,
+    )
+    name = f"ray-app-{kind}-{uuid.uuid4().hex[:8]}"
+    if cfg.backend == "local":
+        outcome = launcher.run(name, entrypoint, runtime_env)
+    else:
+        manifest = kuberay.rayjob(
+            kind,  # type: ignore[arg-type]
+            shlex.split(args),
+            name=name,
+            reuse_cluster=cfg.reuse_cluster,
+            runtime_env=runtime_env,
+        )
+        outcome = launcher.run(kuberay.with_image(manifest, cfg.image))
+    result: dict[str, Any] = outcome.result
+    if result.get("model_version") is None:
+        raise RuntimeError(f"{kind} job registered no model version: {result}")
+    return _without_nulls(result)
+
+
+def _without_nulls(value: Any) -> Any:
+    """KFP parameters cannot carry null (a first model has no previous champion): drop them."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+def _version(candidate: dict[str, Any]) -> str:
+    # KFP passes dicts as protobuf Structs: every number arrives as a float (2 -> 2.0).
+    return str(int(candidate["model_version"]))
+
+
+def model_uri(candidate: dict[str, Any]) -> str:
+    """Registry URI of a train/tune result's model version (pinned, not an alias)."""
+    from ray_app.config import TrackingConfig
+
+    return f"models:/{TrackingConfig().registered_model}/{_version(candidate)}"
+
+
+def evaluate_step(launch: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    """Score the candidate version on adult.test; `improved`: the registry made it champion."""
+    from mlflow.tracking import MlflowClient
+
+    from ray_app.config import AppConfig
+    from ray_app.jobs import run_evaluate_job
+    from ray_app.launch import LaunchConfig
+
+    cfg = LaunchConfig(**launch)
+    app = AppConfig()
+    app.tracking.tracking_uri = cfg.tracking_uri
+    data_dir = os.environ.get("RAY_APP_DATA_DIR")
+    if data_dir:
+        app.data.data_dir = Path(data_dir)
+    name, version = app.tracking.registered_model, _version(candidate)
+    report = run_evaluate_job(app, model_uri(candidate))
+    champion = MlflowClient(cfg.tracking_uri).get_model_version_by_alias(
+        name, app.tracking.champion_alias
+    )
+    metrics = {k: v for k, v in report.items() if k.startswith("test_")}
+    return {"improved": str(champion.version) == version, "metrics": metrics}
+
+
+def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
+    """Serve `model_uri` with the RayService's Serve config (pinned version, in place)."""
+    from ray_app.serve import ServeArgs, serve_config
+
+    cfg, launcher = _launcher(launch)
+    import yaml
+
+    doc = serve_config(ServeArgs(model_uri=model_uri, tracking_uri=cfg.tracking_uri))
+    result: dict[str, Any] = launcher.deploy(yaml.safe_dump(doc, sort_keys=False))
+    return {**result, "model_uri": model_uri}
+
+
+# --- components: thin, self-contained (KFP ships each function's source to the step) ----------
+
+
+def preprocess_op() -> dict:
+    from ray_app.pipeline import preprocess_step
+
+    return preprocess_step()
+
+
+def train_op(launch: dict, args: str) -> dict:
+    from ray_app.pipeline import job_step
+
+    return job_step("train", launch, args)
+
+
+def tune_op(launch: dict, args: str) -> dict:
+    from ray_app.pipeline import job_step
+
+    return job_step("tune", launch, args)
+
+
+def keep_op(result: dict) -> dict:
+    """Tuning skipped: the trained model is the candidate."""
+    return result
+
+
+def evaluate_op(launch: dict, candidate: dict, metrics: dsl.Output[dsl.Metrics]) -> bool:
+    """Test-set metrics of the candidate; True if it is now the champion."""
+    from ray_app.pipeline import evaluate_step
+
+    out = evaluate_step(launch, candidate)
+    for key, value in out["metrics"].items():
+        metrics.log_metric(key, value)
+    metrics.log_metric("improved", int(out["improved"]))
+    return bool(out["improved"])
+
+
+def deploy_op(launch: dict, candidate: dict) -> dict:
+    from ray_app.pipeline import deploy_step, model_uri
+
+    return deploy_step(launch, model_uri(candidate))
+
+
+def build_pipeline(image: str = DEFAULT_IMAGE) -> Any:
+    """The pipeline, its steps running in `image` (which has ray-app and kfp installed)."""
+
+    def component(func: Any) -> Any:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    preprocess, train, tune, keep, evaluate, deploy = map(
+        component, (preprocess_op, train_op, tune_op, keep_op, evaluate_op, deploy_op)
+    )
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def adult_income(
+        # KFP reads this default as the parameter's default (a dict constant, never mutated).
+        launch: dict = DEFAULT_LAUNCH,
+        train_args: str = "",
+        run_tune: bool = False,
+        tune_args: str = "",
+    ) -> None:
+        data = preprocess().set_caching_options(False)
+        trained = train(launch=launch, args=train_args).after(data).set_caching_options(False)
+        with dsl.If(run_tune == True, "tune"):  # noqa: E712 (a KFP condition, not Python)
+            tuned = tune(launch=launch, args=tune_args).set_caching_options(False)
+        with dsl.Else("no-tune"):
+            kept = keep(result=trained.output)
+        candidate = dsl.OneOf(tuned.output, kept.output)
+        evaluation = evaluate(launch=launch, candidate=candidate).set_caching_options(False)
+        # kfp.local resolves a condition on a task's "Output", not on NamedTuple fields.
+        with dsl.If(evaluation.outputs["Output"] == True, "improved"):  # noqa: E712
+            deploy(launch=launch, candidate=candidate).set_caching_options(False)
+
+    return adult_income
+
+
+def compile_pipeline(path: Path, image: str = DEFAULT_IMAGE) -> Path:
+    """Write the pipeline's IR YAML (upload it to a Kubeflow Pipelines server)."""
+    from kfp import compiler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image), str(path))
+    return path
+
+
+def run_local(
+    launch: dict[str, Any],
+    pipeline_root: Path,
+    train_args: str = "",
+    run_tune: bool = False,
+    tune_args: str = "",
+) -> None:
+    """The whole pipeline in subprocesses of this machine (kfp.local), against `launch`."""
+    import sys
+
+    from kfp import local
+
+    # Steps run as `python3 -m kfp.dsl.executor_main`: this interpreter's environment first.
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    build_pipeline()(launch=launch, train_args=train_args, run_tune=run_tune, tune_args=tune_args)
