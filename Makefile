@@ -45,10 +45,9 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy ray_app benchmarks
 
-## lint + types + every test (real local Ray, real MLflow sqlite store) + offline gates
-test: lint gates-setup
+## lint + types + offline security gates (seconds) + every test (real local Ray, real MLflow)
+test: lint gates
 	$(BIN)/python -m pytest -q
-	bash .ci/gates.sh
 
 test-fast: setup gates-setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -469,8 +469,11 @@ def pipeline_run(
         return
     import kfp
 
+    # Steps run as the ServiceAccount whose Role (kuberay/base/rbac.yaml) allows the RayJobs.
     run = kfp.Client(host=host).create_run_from_pipeline_func(
         build_pipeline(),
+        namespace=DEFAULT_LAUNCH["namespace"],
+        service_account="ray-app-pipeline",
         arguments={
             "launch": DEFAULT_LAUNCH,
             "train_args": train_args,
