@@ -24,7 +24,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from ray_app.config import AppConfig, plain_mlp
+from ray_app.config import IMAGE, AppConfig, plain_mlp
 from ray_app.errors import UserError
 
 app = typer.Typer(
@@ -91,6 +91,13 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
     err.print(f"[bold]{title}[/bold]")
     for key, value in result.items():
         typer.echo(f"{key}: {value}")
+
+
+def _absolute_sqlite(tracking_uri: str) -> str:
+    """sqlite:///mlflow.db -> sqlite:////abs/mlflow.db, for processes in other directories."""
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    return tracking_uri
 
 
 def _build_config(**sections: dict[str, Any]) -> AppConfig:
@@ -292,7 +299,7 @@ def katib_trial(
 @app.command("katib-experiment")
 def katib_experiment(
     out_dir: Annotated[Path, typer.Option(help="where the Experiment YAML goes")] = Path("katib"),
-    image: Annotated[str, typer.Option(help="trial image")] = "ghcr.io/ray-app/ray-app:0.1.0",
+    image: Annotated[str, typer.Option(help="trial image")] = IMAGE,
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "kubeflow",
 ) -> None:
     """Write the Katib Experiments (random + medianstop, hyperband) built from the search space."""
@@ -373,9 +380,8 @@ def serve(
 
     from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
 
-    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        # Replicas do not share this process's working directory: make the path absolute.
-        tracking_uri = "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    # Replicas do not share this process's working directory.
+    tracking_uri = _absolute_sqlite(tracking_uri)
     args = ServeArgs(
         model_uri=model_uri,
         bundle_dir=str(bundle_dir.resolve()) if bundle_dir else None,
@@ -418,9 +424,7 @@ def pipeline_compile(
     out: Annotated[Path, typer.Option(help="IR YAML to write")] = Path(
         "pipelines/adult_income.yaml"
     ),
-    image: Annotated[str, typer.Option(help="image of every step")] = (
-        "ghcr.io/ray-app/ray-app:0.1.0"
-    ),
+    image: Annotated[str, typer.Option(help="image of every step")] = IMAGE,
 ) -> None:
     """Compile the pipeline to IR YAML (upload it to Kubeflow Pipelines)."""
     from ray_app.pipeline import compile_pipeline
@@ -453,14 +457,11 @@ def pipeline_run(
     if local == bool(host):
         raise UserError("give exactly one of --local or --host")
     if local:
-        if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-            # The Ray job runs in another working directory: make the store path absolute.
-            db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-            tracking_uri = f"sqlite:///{db}"
         launch = {
             "backend": "local",
             "ray_address": ray_address,
-            "tracking_uri": tracking_uri,
+            # The Ray job runs in another working directory.
+            "tracking_uri": _absolute_sqlite(tracking_uri),
             "storage_path": str(storage_path.resolve()),
             "serve_port": serve_port,
             "poll_s": 2.0,

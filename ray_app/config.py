@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The package ships the canonical UCI files beside the source tree (repo root /data).
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# The runtime image (docker/Dockerfile) as CI's release job pushes it; Katib trials, pipeline
+# steps and RayJobs default to it.
+IMAGE = "ghcr.io/ray-app/ray-app:0.1.0"
 
 
 class _Strict(BaseModel):

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ray_app import kuberay
+from ray_app.config import IMAGE
 from ray_app.errors import UserError
 
 GROUP, VERSION = "ray.io", "v1"
@@ -38,7 +39,7 @@ class LaunchConfig(BaseModel):
 
     backend: Literal["kuberay", "local"] = "kuberay"
     namespace: str = "ray-app"
-    image: str = "ghcr.io/ray-app/ray-app:0.1.0"
+    image: str = IMAGE
     # kuberay: reuse this RayCluster (clusterSelector) instead of a cluster per job.
     reuse_cluster: str | None = None
     # local: the head's dashboard (Job Submission and Serve REST API).

@@ -20,26 +20,27 @@ from typing import Any
 
 from kfp import dsl
 
-from ray_app.kuberay import STORAGE_PATH, TRACKING_URI
+from ray_app.config import IMAGE
+from ray_app.launch import LaunchConfig
 
 PIPELINE_NAME = "adult-income"
-DEFAULT_IMAGE = "ghcr.io/ray-app/ray-app:0.1.0"
-COMPILED = Path("pipelines/adult_income.yaml")
-DEFAULT_LAUNCH: dict[str, Any] = {
-    "backend": "kuberay",
-    "namespace": "ray-app",
-    "image": DEFAULT_IMAGE,
-    "tracking_uri": TRACKING_URI,
-    "storage_path": STORAGE_PATH,
-    "cleanup": "on-success",
-}
+# The pipeline's `launch` parameter default: LaunchConfig's own defaults (KubeRay, in-cluster).
+DEFAULT_LAUNCH: dict[str, Any] = LaunchConfig().model_dump(
+    include={"backend", "namespace", "image", "tracking_uri", "storage_path", "cleanup"}
+)
 
 
 # --- what each step does (plain functions; the components below only call these) --------------
 
 
+def _data_dir() -> Path | None:
+    """The image's data folder (RAY_APP_DATA_DIR, as the CLI reads it), else the default."""
+    data_dir = os.environ.get("RAY_APP_DATA_DIR")
+    return Path(data_dir) if data_dir else None
+
+
 def _launcher(launch: dict[str, Any]) -> Any:
-    from ray_app.launch import KubeRayJobs, LaunchConfig, LocalRayJobs
+    from ray_app.launch import KubeRayJobs, LocalRayJobs
 
     cfg = LaunchConfig(**launch)
     if cfg.backend == "local":
@@ -61,8 +62,8 @@ def preprocess_step() -> dict[str, Any]:
     from ray_app.config import DataConfig
     from ray_app.data import load_splits, summarise
 
-    data_dir = os.environ.get("RAY_APP_DATA_DIR")
-    cfg = DataConfig(data_dir=Path(data_dir)) if data_dir else DataConfig()
+    data_dir = _data_dir()
+    cfg = DataConfig(data_dir=data_dir) if data_dir else DataConfig()
     return summarise(load_splits(cfg))
 
 
@@ -71,9 +72,10 @@ def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
     from ray_app import kuberay
 
     cfg, launcher = _launcher(launch)
+    argv = shlex.split(args)
     entrypoint, runtime_env = kuberay.job_payload(
         kind,  # type: ignore[arg-type]
-        shlex.split(args),
+        argv,
         tracking_uri=cfg.tracking_uri,
         storage_path=cfg.storage_path,
     )
@@ -83,7 +85,7 @@ def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
     else:
         manifest = kuberay.rayjob(
             kind,  # type: ignore[arg-type]
-            shlex.split(args),
+            argv,
             name=name,
             reuse_cluster=cfg.reuse_cluster,
             runtime_env=runtime_env,
@@ -122,14 +124,13 @@ def evaluate_step(launch: dict[str, Any], candidate: dict[str, Any]) -> dict[str
 
     from ray_app.config import AppConfig
     from ray_app.jobs import run_evaluate_job
-    from ray_app.launch import LaunchConfig
 
     cfg = LaunchConfig(**launch)
     app = AppConfig()
     app.tracking.tracking_uri = cfg.tracking_uri
-    data_dir = os.environ.get("RAY_APP_DATA_DIR")
+    data_dir = _data_dir()
     if data_dir:
-        app.data.data_dir = Path(data_dir)
+        app.data.data_dir = data_dir
     name, version = app.tracking.registered_model, _version(candidate)
     report = run_evaluate_job(app, model_uri(candidate))
     champion = MlflowClient(cfg.tracking_uri).get_model_version_by_alias(
@@ -194,7 +195,7 @@ def deploy_op(launch: dict, candidate: dict) -> dict:
     return deploy_step(launch, model_uri(candidate))
 
 
-def build_pipeline(image: str = DEFAULT_IMAGE) -> Any:
+def build_pipeline(image: str = IMAGE) -> Any:
     """The pipeline, its steps running in `image` (which has ray-app and kfp installed)."""
 
     def component(func: Any) -> Any:
@@ -227,7 +228,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE) -> Any:
     return adult_income
 
 
-def compile_pipeline(path: Path, image: str = DEFAULT_IMAGE) -> Path:
+def compile_pipeline(path: Path, image: str = IMAGE) -> Path:
     """Write the pipeline's IR YAML (upload it to a Kubeflow Pipelines server)."""
     from kfp import compiler
 
