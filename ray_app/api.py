@@ -132,17 +132,31 @@ def _describe(errors: list[Any]) -> list[str]:
 class Scoring(Protocol):
     """What the API needs from a model: its version, readiness, and batch scoring."""
 
-    model_version: str
+    @property
+    def model_version(self) -> str | None:
+        """None: the graph is up but no model is registered yet (a fresh registry)."""
+        ...
 
-    async def score(self, columns: dict[str, list[Any]]) -> list[float]: ...
+    async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str] | None:
+        """Probabilities and the version that computed them; None while there is no model."""
+        ...
 
     async def ready(self) -> bool: ...
 
 
+NO_MODEL = (
+    "no model is registered yet ({uri} names no version): train one (ray-app train, or the "
+    "train RayJob); it is served as soon as it is registered"
+)
+
+
 def create_api(
-    get_scoring: Callable[[], Scoring | None], max_records: Callable[[], int]
+    get_scoring: Callable[[], Scoring | None],
+    max_records: Callable[[], int],
+    waiting_for: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
-    """The FastAPI app. `get_scoring` returns this process's backend (None until loaded)."""
+    """The FastAPI app. `get_scoring` returns this process's backend (None until loaded);
+    `waiting_for` names the model URI a 'no-model' answer waits for."""
     registry: dict[str, ApiMetrics] = {}
     app = FastAPI(
         title="Adult income API",
@@ -151,7 +165,7 @@ def create_api(
 
     def metrics() -> ApiMetrics:
         scoring = get_scoring()
-        version = scoring.model_version if scoring else "none"
+        version = (scoring.model_version if scoring else None) or "none"
         if version not in registry:
             registry.clear()
             registry[version] = ApiMetrics(version)
@@ -168,16 +182,18 @@ def create_api(
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        """Ready only when the model answers; reports the model version."""
+        """200 when the graph answers: status 'ready' with the model version, or 'no-model'
+        on a fresh registry (/predict then answers 503); 503 'loading' otherwise."""
         scoring = get_scoring()
-        ready = scoring is not None and await scoring.ready()
-        return JSONResponse(
-            status_code=200 if ready else 503,
-            content={
-                "status": "ready" if ready else "loading",
-                "model_version": scoring.model_version if scoring else None,
-            },
-        )
+        if scoring is None or not await scoring.ready():
+            loading = {"status": "loading", "model_version": None}
+            return JSONResponse(status_code=503, content=loading)
+        if scoring.model_version is None:
+            return JSONResponse(
+                {"status": "no-model", "model_version": None,
+                 "detail": NO_MODEL.format(uri=waiting_for() or "the model URI")}
+            )  # fmt: skip
+        return JSONResponse({"status": "ready", "model_version": scoring.model_version})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -200,10 +216,12 @@ def create_api(
         for item in records:
             for column, value in item:  # pydantic models iterate as (field, value)
                 columns[column].append(None if value == "?" else value)
-        probabilities = await scoring.score(columns)
+        scored = await scoring.score(columns)
+        if scored is None:
+            return _client_error(503, NO_MODEL.format(uri=waiting_for() or "the model URI"))
+        probabilities, version = scored
         m = metrics()
         m.records.observe(len(records))
-        version = scoring.model_version
         out = []
         for p in probabilities:
             label = ">50K" if p >= 0.5 else "<=50K"

@@ -22,8 +22,9 @@ class LocalScoring:
     scorer: Scorer
     model_version: str
 
-    async def score(self, columns: dict[str, list[Any]]) -> list[float]:
-        return self.scorer.predict_encoded(*self.scorer.preprocessor.transform(columns)).tolist()
+    async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str]:
+        encoded = self.scorer.preprocessor.transform(columns)
+        return self.scorer.predict_encoded(*encoded).tolist(), self.model_version
 
     async def ready(self) -> bool:
         return True
@@ -33,7 +34,7 @@ def main() -> None:
     import torch
     import uvicorn
 
-    from ray_app.serve import ServeArgs, resolve_bundle
+    from ray_app.serve import ServeArgs, fetch_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", default="models:/adult-income@champion")
@@ -47,7 +48,7 @@ def main() -> None:
     serve_args = ServeArgs(
         model_uri=args.model_uri, bundle_dir=args.bundle_dir, tracking_uri=args.tracking_uri
     )
-    bundle, version = resolve_bundle(serve_args)
+    bundle, version = fetch_bundle(serve_args)
     scoring = LocalScoring(Scorer.from_bundle(bundle), version)
     app = create_api(lambda: scoring, lambda: args.max_records)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -14,6 +14,7 @@ def ensure_ray(cfg: RayConfig) -> str:
     if cfg.address:
         ray.init(address=cfg.address, log_to_driver=True)
         return cfg.address
-    # Embedded default: a local Ray sized to this machine; no dashboard to save start-up time.
-    ray.init(include_dashboard=False, log_to_driver=True)
+    # Embedded default: a fresh local Ray sized to this machine ("local": never the cluster a
+    # leftover /tmp/ray/ray_current_cluster names, which may be dead); no dashboard.
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
     return "local"

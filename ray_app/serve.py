@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from ray_app.artifacts import PREPROCESSOR, load_model
 from ray_app.errors import UserError
 from ray_app.features import Preprocessor
 
+logger = logging.getLogger("ray.serve")
 APP_NAME = "adult-income"
 # Cluster-wide Serve settings (read by the controller, proxy and replicas at start, so they go
 # in the environment of `ray start` / `serve run` / the RayService pods, not in the app config).
@@ -60,92 +63,193 @@ class ServeArgs(BaseModel):
     # 0: a batch is whatever queued while the previous one ran (no added latency at low load).
     batch_wait_s: float = Field(0.0, ge=0.0, description="@serve.batch wait")
     torch_threads: int = Field(1, ge=1)
+    # Cold start: an alias that resolves to nothing yet is looked up again this often.
+    model_poll_s: float = Field(30.0, gt=0.0, description="no model yet: registry poll period")
 
 
-def resolve_bundle(args: ServeArgs) -> tuple[Path, str]:
-    """Local bundle directory and model version ('local' for a bundle_dir)."""
+class NoModelYet(UserError):
+    """The registry has no version behind the alias yet (a fresh MLflow): serve 'no-model'."""
+
+
+def _missing(exc: Exception) -> bool:
+    """MLflow's answers for a registered model or alias that does not exist (yet)."""
+    code = getattr(exc, "error_code", "")
+    text = str(exc)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
+    )
+
+
+def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(pinned URI, version): 'models:/m@champion' -> ('models:/m/3', '3').
+
+    'models:/m/3' stays as it is; other URIs (runs:/...) are their own version. A missing
+    alias raises NoModelYet; a missing pinned version is a real error (DEPLOY_FAILED).
+    """
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri, (uri.removeprefix("models:/").partition("/")[2] or uri)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    try:
+        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise NoModelYet(f"{uri}: no model version is registered under it yet") from None
+        raise
+    return f"models:/{name}/{version}", version
+
+
+def _uri_of(args: ServeArgs, version: str) -> str:
+    """The URI that loads `version` of the model `args` names."""
+    uri = args.model_uri or ""
+    if uri.startswith("models:/"):
+        name = uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+        return f"models:/{name}/{version}"
+    return version
+
+
+def fetch_bundle(args: ServeArgs, version: str | None = None) -> tuple[Path, str]:
+    """Local bundle directory and its version ('local' for a bundle_dir).
+
+    Without `version`, the configured URI (an alias is resolved once, then the pinned version
+    is downloaded, so the files and the version agree even if the alias moves meanwhile).
+    """
     if args.bundle_dir:
         return Path(args.bundle_dir), "local"
     if not args.model_uri:
         raise UserError("serve args need model_uri or bundle_dir")
     import mlflow
-    from mlflow.tracking import MlflowClient
 
+    if version is None:
+        uri, version = pin(args.model_uri, args.tracking_uri)
+    else:
+        uri = _uri_of(args, version)
     if args.tracking_uri:
         mlflow.set_tracking_uri(args.tracking_uri)
-    version = _registry_version(MlflowClient(), args.model_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=args.model_uri))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     bundle = local / "artifacts" / "bundle"
     if not (bundle / PREPROCESSOR).exists():
-        raise UserError(f"{args.model_uri}: not a ray_app model (no artifacts/bundle)")
+        raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
     return bundle, version
 
 
-def _registry_version(client: Any, uri: str) -> str:
-    """'models:/name@alias' or 'models:/name/3' -> '3'; other URIs -> the URI itself."""
-    if not uri.startswith("models:/"):
-        return uri
-    ref = uri.removeprefix("models:/")
-    if "@" in ref:
-        if client is None:
-            raise UserError(f"{uri}: an alias needs the registry to resolve it")
-        name, alias = ref.split("@", 1)
-        return str(client.get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.partition("/")
-    return version or uri
+# The version a Preprocess replica stamps on its output; the Model scores with that version.
+Encoded = tuple[np.ndarray, np.ndarray, str]
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.5})
 class Preprocess:
-    """Raw records -> encoded arrays, with the preprocessor JSON fitted at training time."""
+    """Raw records -> encoded arrays, with the preprocessor JSON fitted at training time.
+
+    On a fresh registry (the alias names no version yet) the replica starts empty and looks
+    for one every `model_poll_s` (from Serve's periodic health check and from /health); the
+    first version it finds is the one it keeps. Its output carries that version.
+    """
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ServeArgs(**args)
-        bundle, _ = resolve_bundle(self.args)
-        self.pre = Preprocessor.load(bundle / PREPROCESSOR)
+        self.pre: Preprocessor | None = None
+        self.version: str | None = None
+        self.looked = 0.0
+        self._load()
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
 
+    def _load(self) -> None:
+        self.looked = time.monotonic()
+        try:
+            bundle, version = fetch_bundle(self.args)
+        except NoModelYet as exc:
+            logger.warning("%s: serving 'no-model' until one is registered", exc)
+            return
+        self.pre, self.version = Preprocessor.load(bundle / PREPROCESSOR), version
+
+    async def _maybe_load(self) -> None:
+        if self.version is None and time.monotonic() - self.looked >= self.args.model_poll_s:
+            await asyncio.to_thread(self._load)
+
+    async def check_health(self) -> None:
+        await self._maybe_load()
+
+    async def info(self) -> dict[str, str | None]:
+        await self._maybe_load()
+        return {"model_version": self.version}
+
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)
-    async def __call__(
-        self, batch: list[dict[str, list[Any]]]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    async def __call__(self, batch: list[dict[str, list[Any]]]) -> list[Encoded | None]:
+        if self.pre is None or self.version is None:
+            return [None] * len(batch)
         # One transform for all requests in the batch, then split back per request.
         sizes = [len(columns["age"]) for columns in batch]
         merged = {c: [v for columns in batch for v in columns[c]] for c in batch[0]}
         x_cat, x_num = self.pre.transform(merged)
         bounds = np.cumsum([0, *sizes])
-        return [(x_cat[a:b], x_num[a:b]) for a, b in itertools.pairwise(bounds)]
+        return [(x_cat[a:b], x_num[a:b], self.version) for a, b in itertools.pairwise(bounds)]
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
 class Model:
-    """Encoded arrays -> P(>50K); weights loaded with weights_only=True."""
+    """Encoded arrays -> P(>50K); weights loaded with weights_only=True.
+
+    Scores each request with the version its preprocessing used: the configured one is loaded
+    at start; another (a replica that found the first champion after a cold start) is loaded
+    on first use, and at most two are kept.
+    """
+
+    KEEP = 2
 
     def __init__(self, args: dict[str, Any]) -> None:
         import torch
 
         self.args = ServeArgs(**args)
         torch.set_num_threads(self.args.torch_threads)
-        bundle, self.version = resolve_bundle(self.args)
-        self.model = load_model(bundle)
+        self.models: dict[str, Any] = {}
+        try:
+            bundle, version = fetch_bundle(self.args)
+            self.models[version] = load_model(bundle)
+        except NoModelYet:
+            pass
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
 
-    def info(self) -> dict[str, str]:
-        return {"model_version": self.version}
+    def info(self) -> dict[str, list[str]]:
+        return {"model_versions": list(self.models)}
+
+    def _load(self, version: str) -> Any:
+        bundle, _ = fetch_bundle(self.args, version)
+        return load_model(bundle)
+
+    async def _model(self, version: str) -> Any:
+        if version not in self.models:
+            model = await asyncio.to_thread(self._load, version)
+            while len(self.models) >= self.KEEP:
+                self.models.pop(next(iter(self.models)))
+            self.models[version] = model
+        return self.models[version]
 
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)
-    async def __call__(self, batch: list[tuple[np.ndarray, np.ndarray]]) -> list[list[float]]:
+    async def __call__(self, batch: list[Encoded]) -> list[tuple[list[float], str]]:
         import torch
 
-        sizes = [len(x_cat) for x_cat, _ in batch]
-        x_cat = torch.from_numpy(np.concatenate([b[0] for b in batch]))
-        x_num = torch.from_numpy(np.concatenate([b[1] for b in batch]))
-        with torch.inference_mode():
-            prob = torch.sigmoid(self.model(x_cat, x_num)).numpy().astype(float)
-        bounds = np.cumsum([0, *sizes])
-        return [prob[a:b].tolist() for a, b in itertools.pairwise(bounds)]
+        out: list[tuple[list[float], str]] = [([], "")] * len(batch)
+        # Normally one version per batch; grouped so a mixed batch still scores each correctly.
+        for version in dict.fromkeys(v for _, _, v in batch):
+            index = [i for i, item in enumerate(batch) if item[2] == version]
+            model = await self._model(version)
+            sizes = [len(batch[i][0]) for i in index]
+            x_cat = torch.from_numpy(np.concatenate([batch[i][0] for i in index]))
+            x_num = torch.from_numpy(np.concatenate([batch[i][1] for i in index]))
+            with torch.inference_mode():
+                prob = torch.sigmoid(model(x_cat, x_num)).numpy().astype(float)
+            bounds = np.cumsum([0, *sizes])
+            for i, (a, b) in zip(index, itertools.pairwise(bounds), strict=True):
+                out[i] = (prob[a:b].tolist(), version)
+        return out
 
 
 @dataclass
@@ -154,25 +258,30 @@ class _GraphScoring:
 
     preprocess: DeploymentHandle
     model: DeploymentHandle
-    model_version: str
+    model_version: str | None = None
 
-    async def score(self, columns: dict[str, list[Any]]) -> list[float]:
+    async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str] | None:
         # Awaiting here and passing the arrays on measured faster than handing the pending
         # preprocessing response to the model (p50 11.0 vs 11.8 ms before HAProxy).
         encoded = await self.preprocess.remote(columns)
-        result: list[float] = await self.model.remote(encoded)
+        if encoded is None:
+            self.model_version = None
+            return None
+        result: tuple[list[float], str] = await self.model.remote(encoded)
         return result
 
     async def ready(self) -> bool:
         try:
+            info = await asyncio.wait_for(self.preprocess.info.remote(), timeout=2.0)
             await asyncio.wait_for(self.model.info.remote(), timeout=2.0)
-            return True
         except Exception:
             return False
+        self.model_version = info["model_version"]
+        return True
 
 
 # One ingress replica per process: its __init__ fills this in for the module-level app.
-_replica: dict[str, Any] = {"scoring": None, "max_records": 1000}
+_replica: dict[str, Any] = {"scoring": None, "max_records": 1000, "waiting_for": None}
 
 
 # Named module functions, not lambdas or methods: Serve ships the ingress class and its app
@@ -187,12 +296,17 @@ def _max_records() -> int:
     return int(_replica["max_records"])
 
 
-def _configure_replica(scoring: _GraphScoring, max_records: int) -> None:
+def _waiting_for() -> str | None:
+    waiting: str | None = _replica["waiting_for"]
+    return waiting
+
+
+def _configure_replica(scoring: _GraphScoring, max_records: int, waiting_for: str) -> None:
     # Called from Api.__init__, whose class Serve pickles by value (its globals are copies).
-    _replica.update(scoring=scoring, max_records=max_records)
+    _replica.update(scoring=scoring, max_records=max_records, waiting_for=waiting_for)
 
 
-app = create_api(_scoring, _max_records)
+app = create_api(_scoring, _max_records, _waiting_for)
 
 
 @serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
@@ -202,26 +316,28 @@ class Api:
 
     def __init__(self, preprocess: DeploymentHandle, model: DeploymentHandle, args: dict) -> None:
         parsed = ServeArgs(**args)
-        version = "local" if parsed.bundle_dir else _registry_version(None, parsed.model_uri or "")
-        _configure_replica(_GraphScoring(preprocess, model, version), parsed.max_records)
+        known = "local" if parsed.bundle_dir else None
+        if parsed.model_uri and "@" not in parsed.model_uri and not parsed.bundle_dir:
+            known = pin(parsed.model_uri, None)[1]
+        _configure_replica(
+            _GraphScoring(preprocess, model, known), parsed.max_records, parsed.model_uri or ""
+        )
 
 
 def build_app(args: dict[str, Any]) -> Any:
     """Serve application builder (`import_path: ray_app.serve:build_app`).
 
     A registry alias is resolved here, once: every replica then loads the same pinned version
-    (`models:/adult-income/3`), even if the alias moves while replicas start or restart.
+    (`models:/adult-income/3`), even if the alias moves while replicas start or restart. On a
+    fresh registry (no version behind the alias yet) the app still deploys and answers
+    /health with status "no-model" and /predict with 503, until the first version appears.
     """
     serve_args = ServeArgs(**args)
-    if serve_args.model_uri and "@" in serve_args.model_uri and not serve_args.bundle_dir:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        if serve_args.tracking_uri:
-            mlflow.set_tracking_uri(serve_args.tracking_uri)
-        name = serve_args.model_uri.removeprefix("models:/").split("@", 1)[0]
-        version = _registry_version(MlflowClient(), serve_args.model_uri)
-        serve_args.model_uri = f"models:/{name}/{version}"
+    if serve_args.model_uri and not serve_args.bundle_dir:
+        try:
+            serve_args.model_uri = pin(serve_args.model_uri, serve_args.tracking_uri)[0]
+        except NoModelYet as exc:
+            logger.warning("%s: deploying without a model (status 'no-model')", exc)
     parsed = serve_args.model_dump()
     preprocess = Preprocess.bind(parsed)  # type: ignore[attr-defined]
     model = Model.bind(parsed)  # type: ignore[attr-defined]

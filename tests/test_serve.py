@@ -38,19 +38,17 @@ def _cmdline(pid: int) -> str:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Train a small model with the CLI, then `serve run` the generated config against it."""
+    """`serve run` the generated config on an empty registry (cold start), then train.
+
+    Before training the app must answer /health 'no-model' and /predict 503; the first
+    champion the training registers must then be served without a redeploy.
+    """
     work = tmp_path_factory.mktemp("serve")
     tracking = f"sqlite:///{work / 'mlflow.db'}"
-    train = subprocess.run(
-        ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
-         "--tracking-uri", tracking, "--storage-path", str(work / "ray_results")],
-        env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
-    )  # fmt: skip
-    assert train.returncode == 0, train.stderr[-3000:]
     port = free_port()
-    config = serve_config(ServeArgs(tracking_uri=tracking, max_records=1000), "127.0.0.1", port)
+    args = ServeArgs(tracking_uri=tracking, max_records=1000, model_poll_s=1)
     path = work / "serve-config.yaml"
-    path.write_text(render_config(config))
+    path.write_text(render_config(serve_config(args, "127.0.0.1", port)))
     log = (work / "serve.log").open("w")
     # HAProxy's stats and metrics listeners get free ports too (defaults 8404, 9101).
     env = {**ENV, **SERVE_ENV, "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
@@ -60,23 +58,54 @@ def served(tmp_path_factory):
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
+
+    def wait_for(status: str, limit_s: float) -> dict:
+        deadline = time.time() + limit_s
+        body: dict = {}
+        while time.time() < deadline:
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                response = httpx.get(f"{url}/health", timeout=5)
+                body = response.json()
+                if response.status_code == 200 and body["status"] == status:
+                    return body
+            except (httpx.HTTPError, ValueError):
                 pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(
-                    f"serve run did not become healthy:\n{(work / 'serve.log').read_text()[-3000:]}"
-                )
+            if proc.poll() is not None:
+                break
             time.sleep(1)
-        yield {"url": url, "tracking": tracking, "proc": proc, "work": work}
+        pytest.fail(f"/health never said {status!r} (last {body}):\n"
+                    f"{(work / 'serve.log').read_text()[-3000:]}")  # fmt: skip
+
+    try:
+        cold_health = wait_for("no-model", 180)
+        cold_predict = httpx.post(f"{url}/predict", json=RECORD, timeout=10)
+        # `ray-app train` starts a Ray of its own (address "local"), not serve run's.
+        train = subprocess.run(
+            ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
+             "--tracking-uri", tracking, "--storage-path", str(work / "ray_results")],
+            env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
+        )  # fmt: skip
+        assert train.returncode == 0, train.stderr[-3000:]
+        wait_for("ready", 60)
+        yield {"url": url, "tracking": tracking, "proc": proc, "work": work,
+               "cold_health": cold_health, "cold_predict": cold_predict}  # fmt: skip
     finally:
         stop_group(proc, signal.SIGINT, 60)  # serve run shuts the app and its local Ray down
         log.close()
+
+
+def test_cold_start_answers_no_model_then_serves_the_first_champion(served):
+    detail = ("no model is registered yet (models:/adult-income@champion names no version): "
+              "train one (ray-app train, or the train RayJob); it is served as soon as it is "
+              "registered")  # fmt: skip
+    assert served["cold_health"] == {"status": "no-model", "model_version": None,
+                                     "detail": detail}  # fmt: skip
+    assert served["cold_predict"].status_code == 503
+    assert served["cold_predict"].json() == {"detail": [detail]}
+    # The champion the training registered is served by the same deployment, no redeploy.
+    body = httpx.post(f"{served['url']}/predict", json=RECORD).json()
+    assert body["model_version"] == "1"
+    assert body["predictions"][0]["model_version"] == "1"
 
 
 def test_config_is_the_committed_one():
