@@ -19,10 +19,10 @@ gate() {
     fail=1
   fi
 }
-render() {  # every overlay, rendered, for checkov's kubernetes checks
+render() {  # every overlay and KFP access kustomization, rendered, for checkov
   local out=.ci/.rendered
   rm -rf "$out" && mkdir -p "$out"
-  for overlay in kuberay/overlays/*/; do
+  for overlay in kuberay/overlays/*/ kuberay/kfp/*/; do
     "$V/kubectl" kustomize "$overlay" > "$out/$(basename "$overlay").yaml"
   done
 }
@@ -35,7 +35,8 @@ gate secrets sh -c "git ls-files -z | xargs -0 $G/detect-secrets-hook --baseline
 gate hadolint "$V/hadolint" docker/Dockerfile
 gate checkov "$G/checkov" --quiet --compact --skip-download \
   -f docker/Dockerfile -f .ci/.rendered/local.yaml -f .ci/.rendered/gke.yaml \
-  -f .ci/.rendered/gke-gpu.yaml
+  -f .ci/.rendered/gke-gpu.yaml -f .ci/.rendered/single-user.yaml \
+  -f .ci/.rendered/multi-user.yaml
 gate actionlint "$G/actionlint" .github/workflows/ci.yml .github/workflows/release.yml
 gate zizmor "$G/zizmor" --offline --min-severity low .github/workflows
 gate pre-commit-config "$G/pre-commit" validate-config .pre-commit-config.yaml

@@ -346,23 +346,43 @@ def kube_check(
         typer.Option(envvar="RAY_APP_KUBERAY_CRDS", help="KubeRay v1.7 CRD folder"),
     ] = Path("../shared/kuberay/crds"),
 ) -> None:
-    """Render every overlay with kubectl kustomize and validate each object (CRDs, core)."""
+    """Render every overlay and validate each object: CRD schemas, KubeRay's admission rules,
+    core schemas; and every RayJob the pipeline's launcher can build from the overlay."""
     from ray_app.kubecheck import check_overlay, load_crd_schemas, overlays
 
     schemas = load_crd_schemas(crds)
     found = overlays(kuberay_dir)
     if not found:
         raise UserError(f"{kuberay_dir}/overlays: no overlay with a kustomization.yaml")
+    from ray_app.kuberules import ALL_RULES, KUBERAY_TAG
+
+    typer.echo(f"KubeRay {KUBERAY_TAG}: CRD schemas (strict) + {len(ALL_RULES)} admission rules")
     failed = False
     for overlay in found:
         report = check_overlay(overlay, schemas)
         status = "FAIL" if report.errors else "ok"
-        typer.echo(f"{status}  {overlay}: {len(report.objects)} objects")
+        launched = f", {len(report.launcher)} launcher RayJobs" if report.launcher else ""
+        typer.echo(f"{status}  {overlay}: {len(report.objects)} objects{launched}")
         for problem in report.errors:
             typer.echo(f"      {problem}")
         failed = failed or bool(report.errors)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("release-assets")
+def release_assets_cmd(
+    image: Annotated[str, typer.Option(help="pushed repository, e.g. ghcr.io/owner/ray-app")],
+    digest: Annotated[str, typer.Option(help="digest of the pushed CPU image (sha256:...)")],
+    gpu_digest: Annotated[str, typer.Option(help="digest of the pushed GPU image")],
+    out: Annotated[Path, typer.Option(help="folder for the assets")] = Path("dist"),
+    kuberay_dir: Annotated[Path, typer.Option(help="folder with overlays/")] = Path("kuberay"),
+) -> None:
+    """Pipeline, Katib Experiments and rendered overlays, every image pinned to the digests."""
+    from ray_app.release import release_assets
+
+    for path in release_assets(out, image, digest, gpu_digest, kuberay_dir):
+        typer.echo(str(path))
 
 
 @app.command()
@@ -450,9 +470,20 @@ def pipeline_run(
     pipeline_root: Annotated[Path, typer.Option(help="--local: step outputs")] = Path(
         "pipeline_runs"
     ),
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="--host: multi-user KFP's Profile namespace (unset: single-user KFP)"),
+    ] = None,
+    service_account: Annotated[
+        str | None,
+        typer.Option(
+            help="--host: the steps' service account (default: ray-app-pipeline single-user, "
+            "default-editor multi-user; see kuberay/kfp/)"
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline: --local on this machine against a Ray head, or --host on Kubeflow."""
-    from ray_app.pipeline import DEFAULT_LAUNCH, build_pipeline, run_local
+    from ray_app.pipeline import build_pipeline, default_launch, run_local
 
     if local == bool(host):
         raise UserError("give exactly one of --local or --host")
@@ -470,13 +501,17 @@ def pipeline_run(
         return
     import kfp
 
-    # Steps run as the ServiceAccount whose Role (kuberay/base/rbac.yaml) allows the RayJobs.
-    run = kfp.Client(host=host).create_run_from_pipeline_func(
+    # Single-user KFP runs every step in its own namespace (`kubeflow`) whatever a run asks;
+    # multi-user KFP runs them in the Profile namespace. Either way the steps' account gets
+    # the launcher's Role in ray-app from kuberay/kfp/{single,multi}-user.
+    account = service_account or ("default-editor" if namespace else "ray-app-pipeline")
+    client = kfp.Client(host=host, namespace=namespace or "kubeflow")
+    run = client.create_run_from_pipeline_func(
         build_pipeline(),
-        namespace=DEFAULT_LAUNCH["namespace"],
-        service_account="ray-app-pipeline",
+        namespace=namespace,
+        service_account=account,
         arguments={
-            "launch": DEFAULT_LAUNCH,
+            "launch": default_launch(),
             "train_args": train_args,
             "run_tune": tune,
             "tune_args": tune_args,

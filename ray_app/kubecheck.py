@@ -3,8 +3,11 @@
     ray-app kube-check                      # kubectl kustomize each overlay, then validate
 
 `ray.io` objects are checked against the KubeRay v1.7 CRDs' openAPIV3Schema, strictly: a field
-the schema does not know is an error (the API server would silently prune it). Core objects
-are checked with kubernetes-validate (strict) for the Kubernetes version below.
+the schema does not know is an error (the API server would silently prune it), and then
+against the operator's own admission rules (ray_app/kuberules.py, ported from KubeRay's
+validation.go), which the API server does not run. The same checks run on every RayJob the
+pipeline's launcher can build from each overlay. Core objects are checked with
+kubernetes-validate (strict) for the Kubernetes version below.
 """
 
 from __future__ import annotations
@@ -115,25 +118,77 @@ def render_overlay(overlay: Path, kubectl: str | None = None) -> list[dict[str, 
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
+def admission_errors(obj: dict[str, Any]) -> list[str]:
+    """KubeRay's admission rules for one ray.io object, each as 'Kind/name: message [rule]'."""
+    from ray_app.kuberules import admission_errors as violations
+
+    name = f"{obj.get('kind', '?')}/{obj.get('metadata', {}).get('name', '?')}"
+    return [f"{name}: {violation}" for violation in violations(obj)]
+
+
+def check_ray_object(obj: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> list[str]:
+    """What the API server refuses (CRD schema), then what the operator refuses (rules)."""
+    return validate_ray_object(obj, schemas) + admission_errors(obj)
+
+
+def launcher_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every RayJob the pipeline's launcher can create against these deployed objects.
+
+    train and tune; on the cluster of the overlay's template RayJob and on the generated one
+    (no template deployed); on a cluster of its own and on each deployed RayCluster
+    (clusterSelector).
+    """
+    from ray_app.kuberay import JobKind
+    from ray_app.launch import LaunchConfig, build_rayjob, job_name, template_name
+
+    templates = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "RayJob"}
+    clusters = [o["metadata"]["name"] for o in objects if o.get("kind") == "RayCluster"]
+    if not templates and not clusters:
+        return []  # not a Ray deployment (kuberay/kfp: access objects only)
+    kinds: tuple[JobKind, ...] = ("train", "tune")
+    built = []
+    for kind in kinds:
+        template = templates.get(template_name(kind))
+        variants: list[tuple[str, str | None, dict[str, Any] | None]] = [
+            (f"{kind}, generated cluster", None, None)
+        ]
+        if template:
+            variants.append((f"{kind}, overlay's cluster", None, template))
+        variants += [(f"{kind}, existing cluster {c}", c, template) for c in clusters]
+        for variant, reuse, source in variants:
+            cfg = LaunchConfig(reuse_cluster=reuse)
+            job = build_rayjob(kind, ["--epochs", "2"], job_name(kind, "0123abcd"), cfg, source)
+            job["metadata"]["annotations"] = {"ray-app.io/variant": variant}
+            built.append(job)
+    return built
+
+
 @dataclass
 class OverlayReport:
     overlay: str
     objects: list[str] = field(default_factory=list)
+    launcher: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
 def check_overlay(overlay: Path, schemas: dict[str, dict[str, Any]]) -> OverlayReport:
-    """Render one overlay and validate every object in it."""
+    """Render one overlay, validate every object in it and every RayJob the launcher builds."""
     report = OverlayReport(str(overlay))
-    for obj in render_overlay(overlay):
+    objects = render_overlay(overlay)
+    for obj in objects:
         report.objects.append(f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
         if str(obj.get("apiVersion", "")).startswith("ray.io/"):
-            report.errors += validate_ray_object(obj, schemas)
+            report.errors += check_ray_object(obj, schemas)
         else:
             report.errors += validate_core_object(obj)
+    for job in launcher_objects(objects):
+        variant = job["metadata"]["annotations"]["ray-app.io/variant"]
+        report.launcher.append(variant)
+        report.errors += [f"launcher ({variant}): {e}" for e in check_ray_object(job, schemas)]
     return report
 
 
 def overlays(kuberay_dir: Path) -> list[Path]:
-    """Every overlay folder (those with a kustomization.yaml)."""
-    return sorted(p.parent for p in (kuberay_dir / "overlays").glob("*/kustomization.yaml"))
+    """Every kustomization to check: the overlays, then the KFP access ones (kuberay/kfp)."""
+    found = sorted(p.parent for p in (kuberay_dir / "overlays").glob("*/kustomization.yaml"))
+    return found + sorted(p.parent for p in (kuberay_dir / "kfp").glob("*/kustomization.yaml"))

@@ -18,15 +18,24 @@ import yaml
 from ray_app.serve import SERVE_ENV, render_config, serve_config
 
 RAY_VERSION = "2.60.0"
-# Overlays set the registry and tag with kustomize `images:`; the pipeline takes it as a param.
+# Image placeholders: overlays map them to the registry and tag with kustomize `images:`, the
+# release pins both to the pushed digests (ray_app/release.py). GPU_IMAGE is the GPU group's.
 IMAGE = "ray-app"
+GPU_IMAGE = "ray-app-gpu"
+NAMESPACE = "ray-app"
+# Server-side apply field manager of every writer of our objects (pipeline deploy, release job).
+FIELD_MANAGER = "ray-app"
 SHARED_PVC = "ray-shared"
 SHARED_MOUNT = "/mnt/ray-shared"
 # Ray Train's storage_path must be reachable from every node: the RWX volume, not a pod's disk.
 STORAGE_PATH = f"{SHARED_MOUNT}/ray_results"
-TRACKING_URI = "http://mlflow:5000"
+# Namespace-qualified, so pipeline pods in KFP's namespaces reach it too (the pod's DNS search
+# list completes `.svc` with the cluster's own domain).
+TRACKING_URI = f"http://mlflow.{NAMESPACE}.svc:5000"
 CLUSTER_NAME = "ray-app"
 SERVICE_NAME = "adult-income"
+# KubeRay names the Serve Service `<RayService>-serve-svc` (utils/util.go GenerateServeServiceName).
+SERVE_URL = f"http://{SERVICE_NAME}-serve-svc.{NAMESPACE}.svc:8000"
 JobKind = Literal["train", "tune"]
 # Seconds a job may run before KubeRay fails it (DeadlineExceeded).
 DEADLINES: dict[str, int] = {"train": 3600, "tune": 4 * 3600}
@@ -57,10 +66,12 @@ def _env(extra: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
 
 
-def _container(name: str, resources: dict[str, str], env: dict[str, str], ports: list) -> dict:
+def _container(
+    name: str, resources: dict[str, str], env: dict[str, str], ports: list, image: str = IMAGE
+) -> dict:
     container: dict[str, Any] = {
         "name": name,
-        "image": IMAGE,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "env": _env(env),
         "resources": _resources(resources),
@@ -102,10 +113,13 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
     head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
     worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
     if serve:
-        # Ready only when the app's own /health answers (model loaded, graph wired).
+        # Ready when the app's own /health answers (graph wired; "no-model" on an empty
+        # registry counts as up). Replaces KubeRay's injected proxy probe; its timeout must
+        # exceed /health's own 2 s ping of the model deployment (the default is 1 s).
         worker["readinessProbe"] = {
             "httpGet": {"path": "/health", "port": 8000},
             "periodSeconds": 5,
+            "timeoutSeconds": 3,
             "failureThreshold": 12,
         }
     return {
@@ -136,6 +150,45 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
                 "rayStartParams": {},
                 "template": _pod(worker, worker=True),
             }
+        ],
+    }
+
+
+# GPU worker group (kuberay/components/gpu): one L4 per node on GKE, scaled from zero.
+GPU_WORKER_RESOURCES = {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+
+
+def gpu_worker_group() -> dict[str, Any]:
+    """The GPU group the gpu component adds to every cluster (image: the GPU build)."""
+    worker = _container(
+        "ray-worker",
+        GPU_WORKER_RESOURCES,
+        {},
+        [{"name": "metrics", "containerPort": 8080}],
+        image=GPU_IMAGE,
+    )
+    pod = _pod(worker, worker=True)
+    pod["spec"]["nodeSelector"] = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    pod["spec"]["tolerations"] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    return {
+        "groupName": "gpu",
+        "replicas": 0,
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "rayStartParams": {},
+        "template": pod,
+    }
+
+
+def gpu_patches() -> dict[str, list[dict[str, Any]]]:
+    """JSON patches of kuberay/components/gpu: the GPU group appended to each cluster spec."""
+    group = gpu_worker_group()
+    return {
+        "gpu-raycluster.yaml": [{"op": "add", "path": "/spec/workerGroupSpecs/-", "value": group}],
+        "gpu-rayjob.yaml": [
+            {"op": "add", "path": "/spec/rayClusterSpec/workerGroupSpecs/-", "value": group}
         ],
     }
 
@@ -187,22 +240,30 @@ def rayjob(
     reuse_cluster: str | None = None,
     runtime_env: dict[str, Any] | None = None,
     suspend: bool = False,
+    ray_cluster_spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A RayJob running `ray-app train|tune` on its own cluster (or on `reuse_cluster`)."""
+    """A RayJob running `ray-app train|tune` on its own cluster (or on `reuse_cluster`).
+
+    `ray_cluster_spec` replaces the generated cluster (the launcher passes the one of the
+    overlay the user deployed: its sizes, GPU group and image).
+    """
     entrypoint, default_env = job_payload(kind, args)
     spec: dict[str, Any] = {
         "entrypoint": entrypoint,
         "runtimeEnvYAML": yaml.safe_dump(runtime_env or default_env, sort_keys=False),
         "activeDeadlineSeconds": DEADLINES[kind],
-        "backoffLimit": 1,
         "submitterConfig": {"backoffLimit": 2},
     }
     if reuse_cluster:
+        # validation.go L567-L578 (KubeRay v1.7): clusterSelector refuses backoffLimit > 0,
+        # suspend, and (through L753-L755) a TTL without shutdownAfterJobFinishes.
         spec["clusterSelector"] = {"ray.io/cluster": reuse_cluster}
     else:
+        # A retry gets a new cluster; the job resumes from its checkpoints in shared storage.
+        spec["backoffLimit"] = 1
         spec["shutdownAfterJobFinishes"] = True
         spec["ttlSecondsAfterFinished"] = 600
-        spec["rayClusterSpec"] = cluster_spec()
+        spec["rayClusterSpec"] = ray_cluster_spec or cluster_spec()
     if suspend:
         spec["suspend"] = True
     return {
@@ -265,13 +326,21 @@ def render(obj: dict[str, Any]) -> str:
     return HEADER + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100)
 
 
-def write_manifests(base_dir: Path, serve_config_path: Path) -> list[Path]:
-    """Write the generated base objects and the Serve config they embed."""
+def write_manifests(
+    base_dir: Path, serve_config_path: Path, gpu_dir: Path | None = None
+) -> list[Path]:
+    """Write the generated base objects, the GPU component's patches and the Serve config."""
     base_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, obj in manifests().items():
         path = base_dir / name
         path.write_text(render(obj))
+        written.append(path)
+    gpu_dir = gpu_dir or base_dir.parent / "components" / "gpu"
+    gpu_dir.mkdir(parents=True, exist_ok=True)
+    for name, patch in gpu_patches().items():
+        path = gpu_dir / name
+        path.write_text(HEADER + yaml.dump(patch, Dumper=_Dumper, sort_keys=False, width=100))
         written.append(path)
     serve_config_path.write_text(render_config(serve_config()))
     written.append(serve_config_path)

@@ -2,16 +2,28 @@
 
 Two backends run the same payload (`ray_app.kuberay.job_payload`):
 
-- `kuberay`: create a RayJob through the Kubernetes API (`ray.io/v1`, `rayjobs`), poll its
-  status until `jobDeploymentStatus` is terminal, surface `status.message` and the submitter
-  pod's logs on failure, delete it per policy. Deploy patches the RayService's serveConfigV2
-  and waits for its `Ready` condition.
+- `kuberay`: create a RayJob through the Kubernetes API (`ray.io/v1`, `rayjobs`) on the cluster
+  spec of the overlay the user deployed (the suspended `ray-app-train|tune` RayJobs are the
+  templates: sizes, GPU group, image), poll its status until KubeRay's state machine ends it
+  (Complete, Failed, ValidationFailed), surface `status.reason`/`message` and the submitter
+  pod's logs on failure, delete it per policy on every path. Deploy server-side-applies the
+  RayService's serveConfigV2 and waits until the Serve application of that config is RUNNING
+  and answers with the new model version.
 - `local`: the Ray Job Submission API of a Ray head (a laptop's `ray start --head`). Deploy is
   the REST call KubeRay itself makes: `PUT /api/serve/applications/`.
+
+The KubeRay sequences this follows are read from ray-project/kuberay v1.7.0:
+`ray-operator/controllers/ray/rayjob_controller.go` (Reconcile, L89-L462: New -> Initializing
+-> Running -> Complete | Failed, Retrying back to New while `backoffLimit` allows, and
+ValidationFailed from validateRayJob, L144-L162, which is never reconciled again) and
+`rayservice_controller.go` (calculateStatus, L643-L783: observedGeneration is set on every
+reconcile, Ready means "some Serve endpoint", so neither proves that a new config is live;
+the application's own status in `activeServiceStatus.applicationStatuses` does).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import urllib.error
@@ -27,9 +39,12 @@ from ray_app.config import IMAGE
 from ray_app.errors import UserError
 
 GROUP, VERSION = "ray.io", "v1"
-TERMINAL_DEPLOYMENT = ("Complete", "Failed")
+# rayjob_types.go L49-L58: Complete and Failed are terminal (IsJobDeploymentTerminal, L63);
+# ValidationFailed is never left (rayjob_controller.go L144-L162).
+TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
 LOG_TAIL = 4000
 Log = Callable[[str], None]
+HttpGet = Callable[[str], dict[str, Any]]
 
 
 class LaunchConfig(BaseModel):
@@ -38,8 +53,12 @@ class LaunchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["kuberay", "local"] = "kuberay"
-    namespace: str = "ray-app"
+    namespace: str = kuberay.NAMESPACE
+    # Used when no template RayJob is deployed (job_templates); the pipeline compiled for a
+    # release carries the pushed digest here.
     image: str = IMAGE
+    # kuberay: take the cluster spec from the deployed `ray-app-train|tune` RayJobs.
+    job_templates: bool = True
     # kuberay: reuse this RayCluster (clusterSelector) instead of a cluster per job.
     reuse_cluster: str | None = None
     # local: the head's dashboard (Job Submission and Serve REST API).
@@ -50,7 +69,12 @@ class LaunchConfig(BaseModel):
     timeout_s: float = Field(4 * 3600, gt=0)
     cleanup: Literal["always", "on-success", "never"] = "on-success"
     service: str = kuberay.SERVICE_NAME
+    # kuberay: the RayService's Serve Service, whose /health names the served version.
+    serve_url: str = kuberay.SERVE_URL
     serve_port: int = Field(8000, gt=0, lt=65536)
+    # A failed or unhealthy application must stay so this long before deploy gives up (the
+    # operator's status can lag one reconcile, ~2 s, behind the Serve controller).
+    settle_s: float = Field(15.0, ge=0)
 
 
 class JobFailed(UserError):
@@ -85,8 +109,62 @@ def _failure(what: str, status: str, message: str, logs: str) -> JobFailed:
     return JobFailed(f"{header}\n--- job logs (tail) ---\n{tail}")
 
 
+def job_name(kind: kuberay.JobKind, suffix: str | None = None) -> str:
+    """A launched job's name: unique per run, a valid RayJob name (DNS-1035, <= 47)."""
+    import uuid
+
+    return f"ray-app-{kind}-{suffix or uuid.uuid4().hex[:8]}"
+
+
+def template_name(kind: kuberay.JobKind) -> str:
+    """The overlay's suspended RayJob whose cluster spec the launcher's jobs use."""
+    return f"ray-app-{kind}"
+
+
+def build_rayjob(
+    kind: kuberay.JobKind,
+    args: list[str],
+    name: str,
+    cfg: LaunchConfig,
+    template: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The RayJob the launcher creates: the template's cluster (as deployed) or the generated
+    one with `cfg.image`; on its own cluster or on `cfg.reuse_cluster`."""
+    _, runtime_env = kuberay.job_payload(
+        kind, args, tracking_uri=cfg.tracking_uri, storage_path=cfg.storage_path
+    )
+    cluster = None
+    if template is not None and not cfg.reuse_cluster:
+        cluster = copy.deepcopy(template["spec"]["rayClusterSpec"])
+    manifest = kuberay.rayjob(
+        kind,
+        args,
+        name=name,
+        reuse_cluster=cfg.reuse_cluster,
+        runtime_env=runtime_env,
+        ray_cluster_spec=cluster,
+    )
+    manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "ray-app-launcher"
+    return manifest if cluster is not None else kuberay.with_image(manifest, cfg.image)
+
+
+def _http_get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read() or b"{}")
+        return body
+
+
+def served_version(http_get: HttpGet, url: str) -> str | None:
+    """The model version the Serve app's /health names (None: not answering or no model)."""
+    try:
+        version = http_get(url.rstrip("/") + "/health").get("model_version")
+    except (OSError, ValueError):
+        return None
+    return None if version is None else str(version)
+
+
 class KubeRayJobs:
-    """RayJobs through the Kubernetes API (any object with CustomObjectsApi's methods)."""
+    """RayJobs and the RayService through the Kubernetes API (CustomObjectsApi's methods)."""
 
     def __init__(
         self,
@@ -96,13 +174,14 @@ class KubeRayJobs:
         log: Log = print,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        http_get: HttpGet = _http_get,
     ) -> None:
         self.custom, self.core, self.cfg, self.log = custom, core, cfg, log
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep, self.http_get = clock, sleep, http_get
 
-    def _get(self, name: str) -> dict[str, Any]:
+    def _get(self, plural: str, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.cfg.namespace, "rayjobs", name
+            GROUP, VERSION, self.cfg.namespace, plural, name
         )
         return obj
 
@@ -111,6 +190,46 @@ class KubeRayJobs:
             GROUP, VERSION, self.cfg.namespace, "rayjobs", name
         )
         self.log(f"deleted RayJob {self.cfg.namespace}/{name}")
+
+    def _apply(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as field manager `ray-app` (the release job applies as it too).
+
+        The Python client (kubernetes<31) has no apply call for custom objects: this is the
+        same PATCH with the apply content type. `force` takes over only the fields in `body`.
+        """
+        name = body["metadata"]["name"]
+        result: dict[str, Any] = self.custom.api_client.call_api(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+            "PATCH",
+            {"group": GROUP, "version": VERSION, "namespace": self.cfg.namespace,
+             "plural": plural, "name": name},
+            [("fieldManager", kuberay.FIELD_MANAGER), ("force", "true")],
+            {"Accept": "application/json", "Content-Type": "application/apply-patch+yaml"},
+            body=body,
+            response_type="object",
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )  # fmt: skip
+        return result
+
+    def template(self, kind: kuberay.JobKind) -> dict[str, Any] | None:
+        """The deployed template RayJob, or None (then the generated cluster spec is used)."""
+        if not self.cfg.job_templates:
+            return None
+        name = template_name(kind)
+        try:
+            found = self._get("rayjobs", name)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                self.log(f"no RayJob {self.cfg.namespace}/{name}: using the generated cluster")
+                return None
+            raise
+        self.log(f"cluster spec from RayJob {self.cfg.namespace}/{name} (the deployed overlay)")
+        return found
+
+    def submit(self, kind: kuberay.JobKind, args: list[str], name: str) -> JobOutcome:
+        """Build the RayJob (template's cluster) and run it."""
+        return self.run(build_rayjob(kind, args, name, self.cfg, self.template(kind)))
 
     def _logs(self, name: str) -> str:
         """Logs of the newest submitter pod (the K8s Job KubeRay runs `ray job submit` in)."""
@@ -131,37 +250,30 @@ class KubeRayJobs:
             return f"(could not read submitter logs: {exc})"
 
     def run(self, manifest: dict[str, Any]) -> JobOutcome:
-        """Create the RayJob, wait for a terminal state, return its result or raise JobFailed."""
+        """Create the RayJob, wait for a terminal state, return its result or raise JobFailed.
+
+        A job this step gives up on while it may still run (our timeout, an API error, an
+        interrupt) is deleted unless cleanup is `never`; a job that ended is deleted per policy
+        (`on-success` keeps failed ones for inspection).
+        """
         name = manifest["metadata"]["name"]
         where = f"RayJob {self.cfg.namespace}/{name}"
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.cfg.namespace, "rayjobs", manifest
         )
         self.log(f"created {where}")
-        deadline = self.clock() + self.cfg.timeout_s
-        seen = None
-        while True:
-            status = self._get(name).get("status") or {}
-            deployment = status.get("jobDeploymentStatus", "")
-            job = status.get("jobStatus", "")
-            if (deployment, job) != seen:
-                seen = (deployment, job)
-                self.log(f"{where}: {deployment or 'New'}/{job or '-'}")
-            if deployment in TERMINAL_DEPLOYMENT:
-                break
-            if self.clock() >= deadline:
-                logs = self._logs(name)
-                if self.cfg.cleanup != "never":
+        try:
+            status = self._wait(name, where)
+        except BaseException:
+            if self.cfg.cleanup != "never":
+                try:
                     self._delete(name)
-                raise _failure(
-                    where,
-                    f"no result after {self.cfg.timeout_s:.0f} s",
-                    f"last status {deployment or 'New'}/{job or '-'}",
-                    logs,
-                )
-            self.sleep(self.cfg.poll_s)
+                except Exception as exc:
+                    self.log(f"could not delete {where}: {exc}")
+            raise
+        deployment, job = status.get("jobDeploymentStatus", ""), status.get("jobStatus", "")
         succeeded = deployment == "Complete" and job == "SUCCEEDED"
-        logs = self._logs(name)
+        logs = "" if deployment == "ValidationFailed" else self._logs(name)
         if self.cfg.cleanup == "always" or (succeeded and self.cfg.cleanup == "on-success"):
             self._delete(name)
         state = f"{deployment}/{job or '-'}"
@@ -171,29 +283,83 @@ class KubeRayJobs:
             raise _failure(where, state, status.get("message", ""), logs)
         return JobOutcome(name, state, logs, parse_result(logs))
 
-    def deploy(self, serve_doc: str, ready_timeout_s: float = 1800) -> dict[str, Any]:
-        """Patch the RayService's serveConfigV2 and wait until it is Ready on that generation."""
-        name, ns = self.cfg.service, self.cfg.namespace
-        patched = self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, "rayservices", name, {"spec": {"serveConfigV2": serve_doc}}
-        )
-        generation = patched.get("metadata", {}).get("generation", 0)
-        deadline = self.clock() + ready_timeout_s
+    def _wait(self, name: str, where: str) -> dict[str, Any]:
+        deadline = self.clock() + self.cfg.timeout_s
+        seen = None
         while True:
-            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "rayservices", name)
-            status = obj.get("status") or {}
+            status: dict[str, Any] = self._get("rayjobs", name).get("status") or {}
+            deployment = status.get("jobDeploymentStatus", "")
+            job = status.get("jobStatus", "")
+            if (deployment, job) != seen:
+                seen = (deployment, job)
+                self.log(f"{where}: {deployment or 'New'}/{job or '-'}")
+            if deployment in TERMINAL_DEPLOYMENT:
+                return status
+            if self.clock() >= deadline:
+                raise _failure(
+                    where,
+                    f"no result after {self.cfg.timeout_s:.0f} s",
+                    f"last status {deployment or 'New'}/{job or '-'}",
+                    self._logs(name),
+                )
+            self.sleep(self.cfg.poll_s)
+
+    def deploy(
+        self, serve_doc: str, expected_version: str, ready_timeout_s: float = 1800
+    ) -> dict[str, Any]:
+        """Apply serveConfigV2; wait until its application is RUNNING and serves the version.
+
+        An in-place config change keeps Ready=True (the old version keeps serving), and the
+        status KubeRay writes right after the change still describes the old config
+        (rayservice_controller.go reconcileServe, L2043-L2057, reads the status before it
+        submits). So success is: application RUNNING, no upgrade in progress, and /health of
+        the Serve Service naming `expected_version`. DEPLOY_FAILED or UNHEALTHY that lasts
+        `settle_s` fails the step with the application's message.
+        """
+        from ray_app.serve import APP_NAME
+
+        name, ns = self.cfg.service, self.cfg.namespace
+        where = f"RayService {ns}/{name}"
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RayService",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"serveConfigV2": serve_doc},
+        }
+        generation = self._apply("rayservices", body).get("metadata", {}).get("generation", 0)
+        self.log(f"applied serveConfigV2 to {where} (generation {generation})")
+        deadline = self.clock() + ready_timeout_s
+        bad_since: float | None = None
+        last = ""
+        while True:
+            status = self._get("rayservices", name).get("status") or {}
             conditions = {c.get("type"): c for c in status.get("conditions", [])}
             ready = conditions.get("Ready", {})
+            if ready.get("reason") == "ValidationFailed":
+                raise JobFailed(f"{where}: ValidationFailed: {ready.get('message', '')}")
             observed = status.get("observedGeneration", 0) >= generation
             upgrading = conditions.get("UpgradeInProgress", {}).get("status") == "True"
-            if observed and not upgrading and ready.get("status") == "True":
-                self.log(f"RayService {ns}/{name} Ready at generation {generation}")
-                return {"service": f"{ns}/{name}", "generation": generation}
+            # During a NewCluster upgrade the new config runs on the pending cluster.
+            side = "pendingServiceStatus" if upgrading else "activeServiceStatus"
+            app = ((status.get(side) or {}).get("applicationStatuses") or {}).get(APP_NAME, {})
+            state, message = app.get("status", "NOT_STARTED"), app.get("message", "")
+            last = f"{side} {APP_NAME} {state}; Ready={ready.get('status')}"
+            if observed and state in ("DEPLOY_FAILED", "UNHEALTHY"):
+                bad_since = self.clock() if bad_since is None else bad_since
+                if self.clock() - bad_since >= self.cfg.settle_s:
+                    raise JobFailed(f"{where}: Serve application {APP_NAME} {state}: {message}")
+            else:
+                bad_since = None
+            if observed and not upgrading and state == "RUNNING" and ready.get("status") == "True":
+                serving = served_version(self.http_get, self.cfg.serve_url)
+                if serving == expected_version:
+                    self.log(f"{where}: {APP_NAME} RUNNING version {serving}")
+                    return {"service": f"{ns}/{name}", "generation": generation,
+                            "model_version": serving}  # fmt: skip
+                last += f"; serving version {serving}, waiting for {expected_version}"
             if self.clock() >= deadline:
-                raise JobFailed(
-                    f"RayService {ns}/{name} not Ready after {ready_timeout_s:.0f} s: "
-                    f"{ready.get('reason', '')} {ready.get('message', '')}".strip()
-                )
+                raise JobFailed(f"{where}: not serving {expected_version} after "
+                                f"{ready_timeout_s:.0f} s: {last}")  # fmt: skip
             self.sleep(self.cfg.poll_s)
 
 
@@ -252,8 +418,12 @@ class LocalRayJobs:
             raw = response.read()
         return json.loads(raw) if raw else None
 
-    def deploy(self, serve_doc: str, ready_timeout_s: float = 600) -> dict[str, Any]:
-        """PUT the Serve config (as KubeRay does), wait for RUNNING and the app's /health."""
+    def deploy(
+        self, serve_doc: str, expected_version: str, ready_timeout_s: float = 600
+    ) -> dict[str, Any]:
+        """PUT the Serve config (as KubeRay does); wait until it is RUNNING and /health names
+        `expected_version` (right after the PUT the old application may still report RUNNING).
+        """
         import yaml
 
         doc = yaml.safe_load(serve_doc)
@@ -265,6 +435,8 @@ class LocalRayJobs:
             raise JobFailed(f"Serve REST API refused the config: {exc.code} {body}") from None
         deadline = time.monotonic() + ready_timeout_s
         apps = [a["name"] for a in doc["applications"]]
+        host = self.cfg.ray_address.split("://", 1)[-1].rsplit(":", 1)[0]
+        serve_url = f"http://{host}:{self.cfg.serve_port}"
         while True:
             details = self._request("GET", "/api/serve/applications/") or {}
             states = {
@@ -275,19 +447,16 @@ class LocalRayJobs:
             if failed:
                 message = details["applications"][failed[0]].get("message", "")
                 raise JobFailed(f"Serve application {failed[0]} DEPLOY_FAILED: {message}")
-            if all(s == "RUNNING" for s in states.values()) and self._healthy():
-                self.log(f"Serve applications {apps} RUNNING on port {self.cfg.serve_port}")
-                return {"applications": states, "port": self.cfg.serve_port}
+            serving = None
+            if all(s == "RUNNING" for s in states.values()):
+                serving = served_version(_http_get, serve_url)
+                if serving == expected_version:
+                    self.log(f"Serve applications {apps} RUNNING version {serving}")
+                    return {"applications": states, "port": self.cfg.serve_port,
+                            "model_version": serving}  # fmt: skip
             if time.monotonic() >= deadline:
-                raise JobFailed(f"Serve apps not RUNNING after {ready_timeout_s} s: {states}")
+                raise JobFailed(
+                    f"Serve apps not serving {expected_version} after {ready_timeout_s} s: "
+                    f"{states}, serving {serving}"
+                )
             time.sleep(1.0)
-
-    def _healthy(self) -> bool:
-        host = self.cfg.ray_address.split("://", 1)[-1].rsplit(":", 1)[0]
-        try:
-            with urllib.request.urlopen(
-                f"http://{host}:{self.cfg.serve_port}/health", timeout=5
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False

@@ -14,7 +14,6 @@ No `from __future__ import annotations` here: KFP reads the component signatures
 
 import os
 import shlex
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,13 @@ from ray_app.config import IMAGE
 from ray_app.launch import LaunchConfig
 
 PIPELINE_NAME = "adult-income"
-# The pipeline's `launch` parameter default: LaunchConfig's own defaults (KubeRay, in-cluster).
-DEFAULT_LAUNCH: dict[str, Any] = LaunchConfig().model_dump(
-    include={"backend", "namespace", "image", "tracking_uri", "storage_path", "cleanup"}
-)
+LAUNCH_FIELDS = {"backend", "namespace", "image", "tracking_uri", "storage_path", "cleanup"}
+
+
+def default_launch(image: str = IMAGE) -> dict[str, Any]:
+    """The pipeline's `launch` parameter default: LaunchConfig's own defaults (KubeRay,
+    in-cluster), with the image the steps run in (one image for steps and RayJobs)."""
+    return LaunchConfig(image=image).model_dump(include=LAUNCH_FIELDS)
 
 
 # --- what each step does (plain functions; the components below only call these) --------------
@@ -70,6 +72,7 @@ def preprocess_step() -> dict[str, Any]:
 def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
     """Run `ray-app train|tune --json <args>` on the backend; return its JSON result."""
     from ray_app import kuberay
+    from ray_app.launch import job_name
 
     cfg, launcher = _launcher(launch)
     argv = shlex.split(args)
@@ -79,18 +82,11 @@ def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
         tracking_uri=cfg.tracking_uri,
         storage_path=cfg.storage_path,
     )
-    name = f"ray-app-{kind}-{uuid.uuid4().hex[:8]}"
+    name = job_name(kind)  # type: ignore[arg-type]
     if cfg.backend == "local":
         outcome = launcher.run(name, entrypoint, runtime_env)
     else:
-        manifest = kuberay.rayjob(
-            kind,  # type: ignore[arg-type]
-            argv,
-            name=name,
-            reuse_cluster=cfg.reuse_cluster,
-            runtime_env=runtime_env,
-        )
-        outcome = launcher.run(kuberay.with_image(manifest, cfg.image))
+        outcome = launcher.submit(kind, argv, name)
     result: dict[str, Any] = outcome.result
     if result.get("model_version") is None:
         raise RuntimeError(f"{kind} job registered no model version: {result}")
@@ -142,13 +138,16 @@ def evaluate_step(launch: dict[str, Any], candidate: dict[str, Any]) -> dict[str
 
 def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
     """Serve `model_uri` with the RayService's Serve config (pinned version, in place)."""
-    from ray_app.serve import ServeArgs, serve_config
-
-    cfg, launcher = _launcher(launch)
     import yaml
 
-    doc = serve_config(ServeArgs(model_uri=model_uri, tracking_uri=cfg.tracking_uri))
-    result: dict[str, Any] = launcher.deploy(yaml.safe_dump(doc, sort_keys=False))
+    from ray_app.serve import ServeArgs, pin, serve_config
+
+    cfg, launcher = _launcher(launch)
+    # The RayService's pods carry MLFLOW_TRACKING_URI; the local head's apps need it in args.
+    tracking = cfg.tracking_uri if cfg.backend == "local" else None
+    doc = serve_config(ServeArgs(model_uri=model_uri, tracking_uri=tracking))
+    version = pin(model_uri, None)[1]
+    result: dict[str, Any] = launcher.deploy(yaml.safe_dump(doc, sort_keys=False), version)
     return {**result, "model_uri": model_uri}
 
 
@@ -201,6 +200,8 @@ def build_pipeline(image: str = IMAGE) -> Any:
     def component(func: Any) -> Any:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
+    launch_default = default_launch(image)
+
     preprocess, train, tune, keep, evaluate, deploy = map(
         component, (preprocess_op, train_op, tune_op, keep_op, evaluate_op, deploy_op)
     )
@@ -208,7 +209,7 @@ def build_pipeline(image: str = IMAGE) -> Any:
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def adult_income(
         # KFP reads this default as the parameter's default (a dict constant, never mutated).
-        launch: dict = DEFAULT_LAUNCH,
+        launch: dict = launch_default,
         train_args: str = "",
         run_tune: bool = False,
         tune_args: str = "",

@@ -44,8 +44,9 @@ def local_objects() -> list[dict]:
 
 def test_generated_files_are_up_to_date(tmp_path: Path):
     written = kuberay.write_manifests(tmp_path / "base", tmp_path / "serve-config.yaml")
+    assert len(written) == 7
     for path in written:
-        committed = KUBERAY / ("base/" if path.parent.name == "base" else "") / path.name
+        committed = KUBERAY / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
             f"{committed} is stale: run `ray-app kube-manifests`"
         )
@@ -67,7 +68,9 @@ def test_overlay_renders_and_every_object_validates(overlay: str, schemas):
 
 
 def test_every_overlay_is_checked():
-    assert [p.name for p in overlays(KUBERAY)] == ["gke", "gke-gpu", "local"]
+    assert [f"{p.parent.name}/{p.name}" for p in overlays(KUBERAY)] == [
+        "overlays/gke", "overlays/gke-gpu", "overlays/local", "kfp/multi-user", "kfp/single-user"
+    ]  # fmt: skip
 
 
 def test_validation_bites_on_a_misspelt_field_and_a_bad_enum(schemas):
@@ -205,3 +208,54 @@ def test_hadolint_bites_on_a_root_unpinned_image(tmp_path: Path):
     assert "DL3007" in proc.stdout  # :latest
     assert "DL3002" in proc.stdout  # last USER is root
     assert "DL3013" in proc.stdout  # unpinned pip install
+
+
+def _rules(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+
+
+def test_kfp_single_user_account_gets_the_runtime_and_the_launcher_roles(local_objects):
+    """Single-user KFP runs steps in `kubeflow`: the account there can read what KFP 2.17's
+    v2 driver/launcher and Argo's executor read, and is bound to the launcher's Role."""
+    objs = render_overlay(KUBERAY / "kfp" / "single-user")
+    by = {(o["kind"], o["metadata"]["name"], o["metadata"]["namespace"]): o for o in objs}
+    assert ("ServiceAccount", "ray-app-pipeline", "kubeflow") in by
+    runtime = _rules(by[("Role", "ray-app-pipeline-runtime", "kubeflow")])
+    for need in [("", "configmaps", "get"), ("", "secrets", "get"), ("", "pods", "get"),
+                 ("argoproj.io", "workflowtaskresults", "create"),
+                 ("argoproj.io", "workflowtaskresults", "patch")]:  # fmt: skip
+        assert need in runtime, need
+    role = by[("Role", "ray-app-pipeline-runtime", "kubeflow")]
+    secrets = next(r for r in role["rules"] if "secrets" in r["resources"])
+    assert secrets["resourceNames"] == ["mlpipeline-minio-artifact"]  # that secret only
+    binding = by[("RoleBinding", "ray-app-pipeline-kubeflow", "ray-app")]
+    launcher_role = next(o for o in local_objects if o["kind"] == "Role")
+    assert binding["roleRef"]["name"] == launcher_role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ray-app-pipeline", "namespace": "kubeflow"}
+    ]
+
+
+def test_kfp_multi_user_profile_account_is_bound_in_ray_app():
+    (binding,) = render_overlay(KUBERAY / "kfp" / "multi-user")
+    assert binding["metadata"]["namespace"] == "ray-app"
+    assert binding["roleRef"]["name"] == "ray-app-pipeline"
+    assert binding["subjects"][0]["name"] == "default-editor"
+
+
+def test_mlflow_is_reachable_from_kfp_namespaces_by_the_name_everyone_uses(local_objects):
+    host = kuberay.TRACKING_URI.removeprefix("http://")
+    deployment = next(o for o in local_objects if o["kind"] == "Deployment")
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    allowed = next(a for a in command if a.startswith("--allowed-hosts=")).split("=", 1)[1]
+    assert host in allowed.split(",") and host.split(":")[0] in allowed.split(",")
+    policy = next(o for o in local_objects if o["kind"] == "NetworkPolicy")
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {}} in sources
+    assert {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "kubeflow"}}} in sources  # fmt: skip
+    assert {"namespaceSelector": {"matchLabels": {"ray-app.io/mlflow-client": "true"}}} in sources
+    # Every pod and job that names MLflow names it this way.
+    text = yaml.safe_dump_all(local_objects)
+    assert "http://mlflow:5000" not in text and kuberay.TRACKING_URI in text

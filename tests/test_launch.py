@@ -1,66 +1,32 @@
-"""The KubeRay launcher against a fake Kubernetes API that walks real RayJob status sequences.
+"""The KubeRay launcher against a fake API that runs KubeRay v1.7's own state machines.
 
-Statuses are KubeRay v1.7's (`jobDeploymentStatus`: '' -> Initializing -> Running ->
-Complete | Failed, with Retrying/Waiting between; `reason`: AppFailed, DeadlineExceeded,
-SubmissionFailed). The fake validates what it is sent against the CRD schema, as the API
-server would.
+tests/kuberay_fake.py derives the RayJob and RayService sequences from the operator's source
+(rayjob_controller.go, rayservice_controller.go at v1.7.0) and runs our port of its admission
+rules; nothing here lists the statuses by hand, so the launcher meets what the operator would
+write, in the order and timing (requeue periods) it would write it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
 
 from ray_app import kuberay
-from ray_app.kubecheck import load_crd_schemas, validate_ray_object
-from ray_app.launch import JobFailed, KubeRayJobs, LaunchConfig, parse_result
+from ray_app.kubecheck import load_crd_schemas, render_overlay
+from ray_app.launch import JobFailed, KubeRayJobs, LaunchConfig, build_rayjob, parse_result
+from ray_app.serve import ServeArgs, serve_config
 
-from .test_kuberay import CRDS
+from .kuberay_fake import Clock, FakeKubeRay, JobScript
+from .test_kuberay import CRDS, KUBERAY
 
 RESULT = {"test_accuracy": 0.87, "model_version": 3}
 LOGS = "INFO job started\nepoch 1 ...\n" + json.dumps(RESULT) + "\n------\nJob succeeded\n"
-
-SUCCESS = [
-    {},
-    {"jobDeploymentStatus": "Initializing"},
-    {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"},
-    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-    {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
-]
-APP_FAILED = [
-    {"jobDeploymentStatus": "Initializing"},
-    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-    {
-        "jobDeploymentStatus": "Failed",
-        "jobStatus": "FAILED",
-        "reason": "AppFailed",
-        "message": "Job entrypoint command failed with exit code 2",
-    },
-]
-DEADLINE = [
-    {"jobDeploymentStatus": "Initializing"},
-    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-    {
-        "jobDeploymentStatus": "Failed",
-        "jobStatus": "RUNNING",
-        "reason": "DeadlineExceeded",
-        "message": "The RayJob has passed the activeDeadlineSeconds. "
-        "StartTime: 2026-11-26T10:00:00Z. ActiveDeadlineSeconds: 3600",
-    },
-]
-RETRIED = [
-    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-    {"jobDeploymentStatus": "Retrying", "jobStatus": "FAILED"},
-    {"jobDeploymentStatus": "Initializing"},
-    {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-    {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
-]
+FAILED_LOGS = "Traceback ...\nValueError: bad row 17\n"
 
 
 @pytest.fixture(scope="module")
@@ -68,188 +34,183 @@ def schemas():
     return load_crd_schemas(CRDS)
 
 
-@dataclass
-class FakeCluster:
-    """CustomObjectsApi + CoreV1Api, enough of them for the launcher."""
-
-    statuses: list[dict[str, Any]]
-    schemas: dict
-    logs: str = LOGS
-    service_statuses: list[dict[str, Any]] | None = None
-
-    def __post_init__(self) -> None:
-        self.objects: dict[str, dict] = {}
-        self.deleted: list[str] = []
-        self.polls = 0
-
-    # CustomObjectsApi
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
-        assert (group, version, plural) == ("ray.io", "v1", "rayjobs")
-        errors = validate_ray_object(body, self.schemas)
-        if errors:
-            raise ValueError(f"422 Unprocessable Entity: {errors}")
-        self.objects[body["metadata"]["name"]] = body
-        return body
-
-    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
-        if plural == "rayservices":
-            status = self.service_statuses[min(self.polls, len(self.service_statuses) - 1)]
-            self.polls += 1
-            return {"metadata": {"name": name, "generation": 8}, "status": status}
-        status = self.statuses[min(self.polls, len(self.statuses) - 1)]
-        self.polls += 1
-        return {**self.objects[name], "status": status}
-
-    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
-        self.deleted.append(name)
-
-    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
-        assert plural == "rayservices" and set(body) == {"spec"}
-        self.patched = body
-        return {"metadata": {"name": name, "generation": 8}}
-
-    # CoreV1Api
-    def list_namespaced_pod(self, namespace, label_selector):
-        name = label_selector.removeprefix("job-name=")
-        now = datetime(2026, 11, 26, 12, 0)
-        pods = [
-            SimpleNamespace(metadata=SimpleNamespace(name=f"{name}-old", creation_timestamp=now)),
-            SimpleNamespace(
-                metadata=SimpleNamespace(
-                    name=f"{name}-new", creation_timestamp=now + timedelta(minutes=1)
-                )
-            ),
-        ]
-        return SimpleNamespace(items=pods)
-
-    def read_namespaced_pod_log(self, name, namespace, tail_lines):
-        assert name.endswith("-new")  # the latest submitter attempt
-        return self.logs
+@pytest.fixture(scope="module")
+def gke_gpu() -> dict[str, dict]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o
+            for o in render_overlay(KUBERAY / "overlays" / "gke-gpu")}  # fmt: skip
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
+def _launcher(fake: FakeKubeRay, clock: Clock, **cfg: Any) -> tuple[KubeRayJobs, list[str]]:
+    lines: list[str] = []
+    launch = LaunchConfig(**{"poll_s": 5, "timeout_s": 600, **cfg})
+    service = launch.service
 
-    def __call__(self) -> float:
-        return self.now
+    def http_get(url: str) -> dict:
+        assert url == f"{launch.serve_url}/health"
+        return fake.served(service)
 
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def _launcher(cluster: FakeCluster, **cfg: Any) -> tuple[KubeRayJobs, list[str]]:
-    clock, lines = FakeClock(), []
-    launch = LaunchConfig(poll_s=5, timeout_s=60, **cfg)
-    return KubeRayJobs(cluster, cluster, launch, lines.append, clock, clock.sleep), lines
+    return KubeRayJobs(fake, fake, launch, lines.append, clock, clock.sleep, http_get), lines
 
 
-def _job(name: str = "ray-app-train-abc") -> dict:
-    return kuberay.with_image(kuberay.rayjob("train", ["--epochs", "2"], name=name), "img:1")
+def _job(cfg: LaunchConfig | None = None, name: str = "ray-app-train-abc") -> dict:
+    return build_rayjob("train", ["--epochs", "2"], name, cfg or LaunchConfig(), None)
+
+
+def _states(lines: list[str]) -> list[str]:
+    return [ln.split(": ", 1)[1] for ln in lines if ln.startswith("RayJob ray-app/")]
+
+
+# --- RayJob -----------------------------------------------------------------------------------
 
 
 def test_success_returns_the_json_result_and_cleans_up(schemas):
-    cluster = FakeCluster(SUCCESS, schemas)
-    launcher, lines = _launcher(cluster)
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(20, [(60, "SUCCEEDED", LOGS)])})
+    launcher, lines = _launcher(fake, clock)
     outcome = launcher.run(_job())
     assert outcome.result == RESULT
     assert outcome.status == "Complete/SUCCEEDED"
-    assert cluster.deleted == ["ray-app-train-abc"]
-    # every distinct state was reported once, in order
-    states = [ln.split(": ", 1)[1] for ln in lines if ln.startswith("RayJob ray-app/")]
-    assert states == ["New/-", "Initializing/-", "Running/PENDING", "Running/RUNNING",
-                      "Complete/SUCCEEDED"]  # fmt: skip
+    assert fake.deleted == ["ray-app-train-abc"]
+    # Each state once, in the operator's order (PENDING may pass between two polls).
+    states = [s for s in _states(lines) if s != "Running/PENDING"]
+    assert states == ["Initializing/-", "Running/RUNNING", "Complete/SUCCEEDED"]
 
 
-def test_app_failure_surfaces_message_and_logs_and_keeps_the_job(schemas):
-    cluster = FakeCluster(APP_FAILED, schemas, logs="Traceback ...\nValueError: bad row 17\n")
-    launcher, _ = _launcher(cluster)  # cleanup on-success: keep it for inspection
+def test_cluster_selector_with_backoff_limit_is_validation_failed_at_once(schemas):
+    """The bug a first deployment hit: KubeRay refuses backoffLimit with clusterSelector
+    (validation.go L575-L577) and never reconciles the RayJob again."""
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(20, [(60, "SUCCEEDED", LOGS)])})
+    launcher, lines = _launcher(fake, clock)
+    bad = _job(LaunchConfig(reuse_cluster="ray-app"))
+    bad["spec"]["backoffLimit"] = 1  # what kuberay.rayjob used to set
+    with pytest.raises(JobFailed) as err:
+        launcher.run(bad)
+    text = str(err.value)
+    assert "ValidationFailed/- (ValidationFailed)" in text
+    assert "BackoffLimit is incompatible with ClusterSelector mode" in text
+    assert clock.now <= 5  # failed on the first poll, not at our 600 s timeout
+    assert _states(lines) == ["ValidationFailed/-"]
+
+
+def test_the_launchers_own_reuse_cluster_job_is_admitted_and_runs(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(0, [(30, "SUCCEEDED", LOGS)])})
+    launcher, _ = _launcher(fake, clock, reuse_cluster="ray-app")
+    job = _job(LaunchConfig(reuse_cluster="ray-app"))
+    assert "backoffLimit" not in job["spec"] and "rayClusterSpec" not in job["spec"]
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "ray-app"}
+    assert launcher.run(job).result == RESULT
+
+
+def test_a_failed_attempt_is_retried_by_the_operator(schemas):
+    attempts = [(30, "FAILED", FAILED_LOGS), (30, "SUCCEEDED", LOGS)]
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, attempts)})
+    launcher, lines = _launcher(fake, clock, cleanup="never")
+    assert launcher.run(_job()).result == RESULT
+    states = _states(lines)
+    # backoffLimit 1: one retry (L542-L556), a new cluster (Retrying -> New -> Initializing).
+    assert states.count("Initializing/-") == 2
+    assert states[-1] == "Complete/SUCCEEDED"
+    assert fake.jobs["ray-app-train-abc"].obj["status"]["failed"] == 1
+
+
+def test_retries_exhausted_surface_reason_message_and_the_newest_logs(schemas):
+    attempts = [(30, "FAILED", "first attempt\n"), (30, "FAILED", FAILED_LOGS)]
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, attempts)})
+    launcher, _ = _launcher(fake, clock)  # cleanup on-success: keep it for inspection
     with pytest.raises(JobFailed) as err:
         launcher.run(_job())
     text = str(err.value)
     assert "Failed/FAILED (AppFailed)" in text
-    assert "exit code 2" in text
-    assert "ValueError: bad row 17" in text
-    assert cluster.deleted == []
+    assert "exit code 1" in text
+    assert "ValueError: bad row 17" in text and "first attempt" not in text
+    assert fake.deleted == []
 
 
-def test_active_deadline_exceeded_is_a_failure(schemas):
-    cluster = FakeCluster(DEADLINE, schemas)
-    launcher, _ = _launcher(cluster, cleanup="always")
+def test_active_deadline_exceeded_fails_without_retry(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, [(10_000, "SUCCEEDED", LOGS)])})
+    launcher, lines = _launcher(fake, clock, cleanup="always", timeout_s=7200)
     with pytest.raises(JobFailed, match="DeadlineExceeded") as err:
         launcher.run(_job())
     assert "activeDeadlineSeconds" in str(err.value)
-    assert cluster.deleted == ["ray-app-train-abc"]
+    assert not any(s.startswith("Retrying") for s in _states(lines))  # L543-L551
+    assert kuberay.DEADLINES["train"] <= clock.now < kuberay.DEADLINES["train"] + 10
+    assert fake.deleted == ["ray-app-train-abc"]
 
 
 def test_our_own_timeout_stops_polling_and_deletes(schemas):
-    stuck = [{"jobDeploymentStatus": "Initializing"}]  # e.g. pods unschedulable
-    cluster = FakeCluster(stuck, schemas)
-    launcher, _ = _launcher(cluster)
+    clock = Clock()  # the cluster never becomes ready (pods unschedulable)
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10**9, [(1, "SUCCEEDED", LOGS)])})
+    launcher, _ = _launcher(fake, clock, timeout_s=60)
     with pytest.raises(JobFailed, match=r"no result after 60 s.*Initializing"):
         launcher.run(_job())
-    assert cluster.polls == 13  # t = 0, 5, ..., 60
-    assert cluster.deleted == ["ray-app-train-abc"]
+    assert fake.deleted == ["ray-app-train-abc"]
 
 
-def test_retrying_is_not_terminal(schemas):
-    cluster = FakeCluster(RETRIED, schemas)
-    launcher, _ = _launcher(cluster)
-    assert launcher.run(_job()).result == RESULT
+def test_an_api_error_while_polling_deletes_the_job_it_gave_up_on(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, [(60, "SUCCEEDED", LOGS)])})
+    fake.fail_next_get = ApiException(status=503, reason="Service Unavailable")
+    launcher, _ = _launcher(fake, clock)  # on-success: but this job may still be running
+    with pytest.raises(ApiException):
+        launcher.run(_job())
+    assert fake.deleted == ["ray-app-train-abc"]
+    launcher, _ = _launcher(fake, clock, cleanup="never")
+    fake.fail_next_get = ApiException(status=503, reason="Service Unavailable")
+    with pytest.raises(ApiException):
+        launcher.run(_job(name="ray-app-train-def"))
+    assert fake.deleted == ["ray-app-train-abc"]
 
 
 def test_complete_without_succeeded_is_a_failure(schemas):
-    stopped = [{"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}]
-    launcher, _ = _launcher(FakeCluster(stopped, schemas))
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(0, [(5, "STOPPED", "stopped\n")])})
+    launcher, _ = _launcher(fake, clock)
     with pytest.raises(JobFailed, match="Complete/STOPPED"):
         launcher.run(_job())
 
 
 def test_success_without_a_result_line_is_a_failure(schemas):
-    launcher, _ = _launcher(FakeCluster(SUCCESS, schemas, logs="done\n"))
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(0, [(5, "SUCCEEDED", "done\n")])})
+    launcher, _ = _launcher(fake, clock)
     with pytest.raises(JobFailed, match="no JSON result"):
         launcher.run(_job())
 
 
-def test_an_invalid_manifest_is_refused_like_the_api_server_would(schemas):
+def test_an_invalid_manifest_is_refused_by_the_api_server(schemas):
     job = _job()
     job["spec"]["backoffLimits"] = 3
-    launcher, _ = _launcher(FakeCluster(SUCCESS, schemas))
-    with pytest.raises(ValueError, match="backoffLimits"):
+    clock = Clock()
+    launcher, _ = _launcher(FakeKubeRay(schemas, clock), clock)
+    with pytest.raises(ApiException, match="backoffLimits"):
         launcher.run(job)
 
 
-def test_reuse_cluster_uses_a_cluster_selector(schemas):
-    job = kuberay.rayjob("train", name="x", reuse_cluster="ray-app")
-    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": "ray-app"}
-    assert "rayClusterSpec" not in job["spec"]
-    assert validate_ray_object(job, schemas) == []
-
-
-def test_deploy_waits_for_ready_on_the_new_generation(schemas):
-    service = [
-        {"observedGeneration": 7, "conditions": [{"type": "Ready", "status": "True"}]},
-        {"observedGeneration": 8, "conditions": [
-            {"type": "Ready", "status": "True"}, {"type": "UpgradeInProgress", "status": "True"}]},
-        {"observedGeneration": 8, "conditions": [
-            {"type": "Ready", "status": "True"}, {"type": "UpgradeInProgress", "status": "False"}]},
-    ]  # fmt: skip
-    cluster = FakeCluster([], schemas, service_statuses=service)
-    launcher, _ = _launcher(cluster)
-    assert launcher.deploy("applications: []\n") == {
-        "service": "ray-app/adult-income",
-        "generation": 8,
-    }
-    assert cluster.polls == 3
-    assert cluster.patched == {"spec": {"serveConfigV2": "applications: []\n"}}
-
-
-def test_deploy_times_out_with_the_ready_condition_reason(schemas):
-    service = [{"observedGeneration": 8, "conditions": [
-        {"type": "Ready", "status": "False", "reason": "ServeDeploymentsUnhealthy"}]}]  # fmt: skip
-    launcher, _ = _launcher(FakeCluster([], schemas, service_statuses=service))
-    with pytest.raises(JobFailed, match="ServeDeploymentsUnhealthy"):
-        launcher.deploy("applications: []\n", ready_timeout_s=30)
+def test_jobs_take_the_deployed_overlays_cluster_spec(schemas, gke_gpu):
+    """Sizes, the GPU group and the image come from the overlay the user applied."""
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(0, [(5, "SUCCEEDED", LOGS)])})
+    fake.templates["ray-app-train"] = gke_gpu["RayJob/ray-app-train"]
+    launcher, lines = _launcher(fake, clock, image="registry.example/other:9")
+    launcher.submit("train", ["--use-gpu"], "ray-app-train-gpu")
+    created = fake.created[-1]
+    template = gke_gpu["RayJob/ray-app-train"]["spec"]["rayClusterSpec"]
+    assert created["spec"]["rayClusterSpec"] == template
+    groups = [g["groupName"] for g in created["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    assert groups == ["cpu", "gpu"]
+    assert "suspend" not in created["spec"]  # the template is suspended, its copies are not
+    assert created["spec"]["entrypoint"] == "ray-app train --json --use-gpu"
+    assert any("cluster spec from RayJob ray-app/ray-app-train" in ln for ln in lines)
+    # No template deployed: the generated cluster, with the configured image.
+    launcher.submit("tune", [], "ray-app-tune-x")
+    images = {c["image"] for g in fake.created[-1]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+              for c in g["template"]["spec"]["containers"]}  # fmt: skip
+    assert images == {"registry.example/other:9"}
 
 
 def test_parse_result_takes_the_last_json_object_line():
@@ -268,3 +229,150 @@ def test_crd_folder_missing_is_a_clear_error(tmp_path: Path):
 
     with pytest.raises(UserError, match="RAY_APP_KUBERAY_CRDS"):
         load_crd_schemas(tmp_path)
+
+
+# --- RayService: cold start, in-place updates, NewCluster upgrades, one field manager -------
+
+
+def _service_doc(version: str | None) -> str:
+    uri = f"models:/adult-income/{version}" if version else "models:/adult-income@champion"
+    return yaml.safe_dump(serve_config(ServeArgs(model_uri=uri)), sort_keys=False)
+
+
+def _release_apply(fake: FakeKubeRay, overlay: str = "local", **spec_changes: Any) -> dict:
+    """What the release job does: kubectl apply --server-side --field-manager=ray-app."""
+    service = next(o for o in render_overlay(KUBERAY / "overlays" / overlay)
+                   if o["kind"] == "RayService")  # fmt: skip
+    service["spec"].update(spec_changes)
+    return fake.apply(service, manager=kuberay.FIELD_MANAGER)
+
+
+def _wait_ready(fake: FakeKubeRay, clock: Clock, limit_s: float = 300) -> dict:
+    """kubectl wait --for=condition=Ready rayservice/adult-income."""
+    while clock.now < limit_s:
+        obj = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
+                                                kuberay.SERVICE_NAME)  # fmt: skip
+        ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
+        if ready["status"] == "True":
+            return obj
+        clock.sleep(5)
+    raise AssertionError(f"not Ready after {limit_s} s: {obj['status']}")
+
+
+def test_cold_start_is_ready_without_a_model_and_serves_the_first_champion(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)  # an empty registry: no champion
+    _release_apply(fake)
+    obj = _wait_ready(fake, clock)  # the release's `kubectl wait` does not wedge
+    app = obj["status"]["activeServiceStatus"]["applicationStatuses"]["adult-income"]
+    assert app["status"] == "RUNNING"
+    assert fake.served(kuberay.SERVICE_NAME) == {"status": "no-model", "model_version": None}
+    fake.registry["champion"] = "1"  # the first training registers v1 as champion
+    clock.sleep(4)
+    fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices", "adult-income")
+    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "1"  # no manual step
+
+
+def test_deploy_waits_for_the_new_config_not_the_stale_running_status(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    fake.registry["champion"] = "1"
+    _release_apply(fake)
+    _wait_ready(fake, clock)
+    launcher, _ = _launcher(fake, clock)
+    start = clock.now
+    result = launcher.deploy(_service_doc("2"), "2")
+    assert result["model_version"] == "2" and result["generation"] == 2
+    # The first poll after the change saw generation 2 observed, Ready and RUNNING (the old
+    # config's status): returning then would have reported v2 while v1 served.
+    assert clock.now - start >= fake.deploy_s
+    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "2"
+    call = fake.api_client.calls[-1]
+    assert call["params"] == {"fieldManager": "ray-app", "force": "true"}
+    assert set(call["body"]["spec"]) == {"serveConfigV2"}  # it owns this one field only
+
+
+def test_a_failed_in_place_update_is_reported_while_the_old_version_serves(schemas):
+    def outcome(config: str) -> tuple[str, str]:
+        if "adult-income/99" in config:
+            return "DEPLOY_FAILED", "RuntimeError: models:/adult-income/99 not found"
+        return "RUNNING", ""
+
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, serve_outcome=outcome)
+    fake.registry["champion"] = "1"
+    _release_apply(fake)
+    _wait_ready(fake, clock)
+    launcher, _ = _launcher(fake, clock)
+    with pytest.raises(JobFailed, match=r"DEPLOY_FAILED: RuntimeError: .*99 not found"):
+        launcher.deploy(_service_doc("99"), "99")
+    obj = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
+                                            "adult-income")  # fmt: skip
+    ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "True"  # KubeRay's Ready alone would have called this a success
+    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "1"
+
+
+def test_deploy_during_a_new_cluster_upgrade_waits_for_the_promotion(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    fake.registry["champion"] = "1"
+    _release_apply(fake)
+    _wait_ready(fake, clock)
+    # A release changes the cluster spec (a new image): KubeRay prepares a pending cluster.
+    new_image = _release_apply(fake)["spec"]["rayClusterConfig"]
+    for group in [new_image["headGroupSpec"], *new_image["workerGroupSpecs"]]:
+        group["template"]["spec"]["containers"][0]["image"] = "ray-app:0.1.1"
+    fake.apply({"apiVersion": "ray.io/v1", "kind": "RayService",
+                "metadata": {"name": "adult-income"},
+                "spec": {"rayClusterConfig": new_image}}, manager="ray-app")  # fmt: skip
+    launcher, _ = _launcher(fake, clock)
+    start = clock.now
+    assert launcher.deploy(_service_doc("2"), "2")["model_version"] == "2"
+    assert clock.now - start >= fake.cluster_ready_s  # not before the new cluster took over
+    status = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
+                                               "adult-income")["status"]  # fmt: skip
+    assert {c["type"]: c["status"] for c in status["conditions"]}["UpgradeInProgress"] == "False"
+
+
+def test_validation_failed_rayservice_fails_deploy_at_once(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    fake.registry["champion"] = "1"
+    _release_apply(fake)
+    _wait_ready(fake, clock)
+    bad = _release_apply(fake)["spec"]["rayClusterConfig"]
+    bad["headGroupSpec"]["template"]["spec"]["restartPolicy"] = "Always"  # autoscaler v2 rule
+    fake.apply({"apiVersion": "ray.io/v1", "kind": "RayService",
+                "metadata": {"name": "adult-income"},
+                "spec": {"rayClusterConfig": bad}}, manager="ray-app")  # fmt: skip
+    launcher, _ = _launcher(fake, clock)
+    with pytest.raises(JobFailed, match="ValidationFailed: restartPolicy for head Pod"):
+        launcher.deploy(_service_doc("2"), "2")
+    assert clock.now < 60
+
+
+def test_one_field_manager_keeps_release_and_pipeline_from_conflicting(schemas):
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    fake.registry["champion"] = "1"
+    _release_apply(fake)
+    _wait_ready(fake, clock)
+    launcher, _ = _launcher(fake, clock)
+    launcher.deploy(_service_doc("2"), "2")  # the pipeline pins v2 (it became champion)
+    fake.registry["champion"] = "2"
+    # The next release re-applies the whole object, serveConfigV2 with the alias: no conflict,
+    # and the alias resolves to the same champion, so the served model does not go back.
+    _release_apply(fake)
+    for _ in range(20):
+        clock.sleep(5)
+        fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
+                                          "adult-income")  # fmt: skip
+    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "2"
+    assert fake.managers[("rayservices", "adult-income")]["spec.serveConfigV2"] == "ray-app"
+    # A second manager (what the old client-side `kubectl apply` and the Python client's
+    # merge patch were) conflicts instead of silently taking the field.
+    with pytest.raises(ApiException, match="conflicts"):
+        fake.apply({"apiVersion": "ray.io/v1", "kind": "RayService",
+                    "metadata": {"name": "adult-income"},
+                    "spec": {"serveConfigV2": _service_doc("1")}}, manager="kubectl")  # fmt: skip
