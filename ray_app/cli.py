@@ -37,11 +37,30 @@ err = Console(stderr=True)
 
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="training CSV with a header (default: data/adult.data)"),
+    typer.Option(
+        "--data",
+        help="your data: a CSV with a header (UCI, Kaggle adult.csv or OpenML layout) or a raw "
+        "UCI file; without --test-data it is split into train/validation/test "
+        "(default: the shipped data/adult.data)",
+    ),
 ]
 TestDataOpt = Annotated[
     Path | None,
-    typer.Option("--test-data", help="test CSV with a header (default: data/adult.test)"),
+    typer.Option(
+        "--test-data",
+        help="test file (default: data/adult.test for the shipped data, else a split of --data)",
+    ),
+]
+TestFractionOpt = Annotated[
+    float | None,
+    typer.Option(help="share of --data held out as the test split when no --test-data (0.2)"),
+]
+MaxOverlapOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="largest share of test rows that may repeat training rows; above it the run "
+        "stops before training (0.01)"
+    ),
 ]
 DataDirOpt = Annotated[
     Path | None,
@@ -113,19 +132,38 @@ def _build_config(**sections: dict[str, Any]) -> AppConfig:
         raise UserError(f"invalid configuration: {problems}") from None
 
 
+def _data(
+    train_path: Path | None,
+    test_path: Path | None,
+    test_fraction: float | None,
+    max_test_overlap: float | None,
+    data_dir: Path | None,
+    subsample: int | None = None,
+) -> dict[str, Any]:
+    """The `data` section from the options every data-reading command shares."""
+    return {
+        "train_path": train_path,
+        "test_path": test_path,
+        "test_fraction": test_fraction,
+        "max_test_overlap": max_test_overlap,
+        "data_dir": data_dir,
+        "subsample": subsample,
+    }
+
+
 @app.command()
 def data(
     data_path: DataOpt = None,
     test_data: TestDataOpt = None,
+    test_fraction: TestFractionOpt = None,
+    max_test_overlap: MaxOverlapOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load and validate the data (checksums, schema) and show the train/val/test splits."""
+    """Load and validate the data (layout, checksums, schema, overlap) and show the splits."""
     from ray_app.data import load_splits, summarise
 
-    cfg = _build_config(
-        data={"train_path": data_path, "test_path": test_data, "data_dir": data_dir}
-    )
+    cfg = _build_config(data=_data(data_path, test_data, test_fraction, max_test_overlap, data_dir))
     with err.status("loading and validating data"):
         result = summarise(load_splits(cfg.data))
     _emit(result, as_json, "data OK")
@@ -135,6 +173,8 @@ def data(
 def train(
     data_path: DataOpt = None,
     test_data: TestDataOpt = None,
+    test_fraction: TestFractionOpt = None,
+    max_test_overlap: MaxOverlapOpt = None,
     workers: Annotated[int, typer.Option(help="Ray Train workers (DDP)", min=1)] = 2,
     cpus_per_worker: Annotated[
         int, typer.Option(help="CPUs (and torch threads) per worker", min=1)
@@ -157,7 +197,7 @@ def train(
     fail_once_at_epoch: Annotated[int | None, typer.Option(hidden=True)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train with Ray Train (DDP), evaluate on adult.test, log and register in MLflow."""
+    """Train with Ray Train (DDP), evaluate on the test split, log and register in MLflow."""
     if model not in ("plr", "plain"):
         raise UserError(f"--model must be 'plr' or 'plain', got {model!r}")
     train_section: dict[str, Any] = {"seed": seed, "fail_once_at_epoch": fail_once_at_epoch}
@@ -165,12 +205,7 @@ def train(
         if value is not None:
             train_section[key] = value
     cfg = _build_config(
-        data={
-            "train_path": data_path,
-            "test_path": test_data,
-            "subsample": subsample,
-            "data_dir": data_dir,
-        },
+        data=_data(data_path, test_data, test_fraction, max_test_overlap, data_dir, subsample),
         train=train_section,
         ray={
             "address": ray_address,
@@ -214,6 +249,9 @@ def train(
 @app.command()
 def tune(
     data_path: DataOpt = None,
+    test_data: TestDataOpt = None,
+    test_fraction: TestFractionOpt = None,
+    max_test_overlap: MaxOverlapOpt = None,
     num_samples: Annotated[int, typer.Option(help="trials to sample", min=1)] = 16,
     max_concurrent: Annotated[int, typer.Option(help="trials at once", min=1)] = 2,
     max_epochs: Annotated[int, typer.Option(help="epoch budget per trial (ASHA max_t)")] = 16,
@@ -239,7 +277,7 @@ def tune(
     if resume and not name:
         raise UserError("--resume needs --name of the search to continue")
     cfg = _build_config(
-        data={"train_path": data_path, "subsample": subsample, "data_dir": data_dir},
+        data=_data(data_path, test_data, test_fraction, max_test_overlap, data_dir, subsample),
         ray={"address": ray_address, "num_workers": workers, "storage_path": storage_path},
         tracking={"tracking_uri": tracking_uri},
         search={
@@ -280,6 +318,9 @@ def katib_trial(
         "/mnt/katib/metrics"
     ),
     data_path: DataOpt = None,
+    test_data: TestDataOpt = None,
+    test_fraction: TestFractionOpt = None,
+    max_test_overlap: MaxOverlapOpt = None,
     subsample: Annotated[int | None, typer.Option(help="train on N rows only")] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -289,7 +330,7 @@ def katib_trial(
 
     params = parse_trial_args(ctx.args)
     cfg = _build_config(
-        data={"train_path": data_path, "subsample": subsample, "data_dir": data_dir}
+        data=_data(data_path, test_data, test_fraction, max_test_overlap, data_dir, subsample)
     )
     with _stdout_for_result(as_json):
         result = run_katib_trial(cfg, params, metrics_file)

@@ -24,9 +24,19 @@ class DataConfig(_Strict):
     train_path: Path | None = Field(
         None, description="CSV with header; default: shipped adult.data"
     )
-    test_path: Path | None = Field(None, description="CSV with header; default: shipped adult.test")
+    test_path: Path | None = Field(
+        None,
+        description="CSV with header; default: shipped adult.test for the shipped training "
+        "data, else a split of train_path",
+    )
     data_dir: Path = REPO_DATA_DIR
     val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=0.5, description="share held out for test when one file is given"
+    )
+    max_test_overlap: float = Field(
+        0.01, ge=0.0, le=1.0, description="test rows that may repeat training rows (share)"
+    )
     seed: int = 42
     subsample: int | None = Field(None, gt=100, description="use only N training rows (quick runs)")
     verify_checksums: bool = True

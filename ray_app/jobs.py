@@ -40,6 +40,23 @@ def prepare_data(cfg: AppConfig) -> tuple[Splits, Preprocessor, EncodedData]:
     return splits, pre, EncodedData.from_splits(splits, pre)
 
 
+def _data_tags(splits: Splits) -> dict[str, str]:
+    """Where the rows came from, as searchable run tags."""
+    prov = splits.provenance
+    tags = {
+        "data.train_file": str(prov.get("train_file")),
+        "data.layout": str(prov.get("train_layout", {}).get("layout")),
+        "data.test_source": str(prov.get("test_source")),
+        "data.rows": json.dumps(splits.sizes()),
+    }
+    renamed = prov.get("train_layout", {}).get("renamed")
+    if renamed:
+        tags["data.renamed_columns"] = json.dumps(renamed)
+    if "test_overlap" in prov:
+        tags["data.test_overlap_rows"] = str(prov["test_overlap"]["rows"])
+    return tags
+
+
 def run_name(kind: str) -> str:
     """Unique, sortable name shared by the MLflow run and the Ray storage folder."""
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
@@ -53,6 +70,11 @@ def run_train_job(
     """Train on Ray, evaluate on the official test split, log and register in MLflow."""
     progress("loading and validating data")
     splits, pre, data = prepare_data(cfg)
+    for note in splits.provenance.get("notes", []):
+        progress(note)
+    prov = splits.provenance
+    layout = prov.get("train_layout", {}).get("layout")
+    progress(f"data: {layout} layout, rows {splits.sizes()}, test: {prov.get('test_source')}")
     tracking.configure(cfg.tracking)
     name = run_name("train")
 
@@ -62,6 +84,7 @@ def run_train_job(
         params = _flatten("", json.loads(cfg.model_dump_json(exclude={"tracking"})), {})
         mlflow.log_params({k: str(v) for k, v in params.items()})
         mlflow.log_dict(summarise(splits), "data/summary.json")
+        mlflow.set_tags(_data_tags(splits))
         mlflow.log_artifact(str(pre.save(work / "preprocessor.json")), "preprocessor")
 
         progress(f"training on {cfg.ray.num_workers} Ray Train worker(s)")
@@ -99,7 +122,12 @@ def run_train_job(
         version = info.registered_model_version
         champion: dict[str, Any] = {}
         if version is not None:
-            champion = tracking.promote_if_better(cfg.tracking, str(version), run.info.run_id)
+            champion = tracking.promote_if_better(cfg.tracking, str(version), scorer, splits.val)
+            mlflow.log_dict(champion, "evaluation/promotion.json")
+            if champion["previous_champion_val_log_loss"] is not None:
+                mlflow.log_metric(
+                    "champion_val_log_loss_same_split", champion["previous_champion_val_log_loss"]
+                )
 
     return {
         **{k: round(v, 6) for k, v in report["metrics"].items()},

@@ -59,14 +59,29 @@ def _launcher(launch: dict[str, Any]) -> Any:
     return cfg, KubeRayJobs(client.CustomObjectsApi(), client.CoreV1Api(), cfg)
 
 
-def preprocess_step() -> dict[str, Any]:
-    """Validate the shipped data (checksums, schema) and report the splits."""
+def data_config(args: str) -> Any:
+    """The data section the train job will build from the same `ray-app train` options."""
+    import argparse
+
     from ray_app.config import DataConfig
+
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag, kind in (("--data", str), ("--test-data", str), ("--test-fraction", float),
+                       ("--max-test-overlap", float), ("--subsample", int)):  # fmt: skip
+        parser.add_argument(flag, type=kind)
+    known, _ = parser.parse_known_args(shlex.split(args))
+    values = {"train_path": known.data, "test_path": known.test_data,
+              "test_fraction": known.test_fraction, "max_test_overlap": known.max_test_overlap,
+              "subsample": known.subsample, "data_dir": _data_dir()}  # fmt: skip
+    return DataConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+def preprocess_step(args: str = "") -> dict[str, Any]:
+    """Validate the data the train step will use (layout, checksums, schema, test overlap)
+    and report the splits: a bad file fails here, before any cluster starts."""
     from ray_app.data import load_splits, summarise
 
-    data_dir = _data_dir()
-    cfg = DataConfig(data_dir=data_dir) if data_dir else DataConfig()
-    return summarise(load_splits(cfg))
+    return summarise(load_splits(data_config(args)))
 
 
 def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
@@ -114,19 +129,19 @@ def model_uri(candidate: dict[str, Any]) -> str:
     return f"models:/{TrackingConfig().registered_model}/{_version(candidate)}"
 
 
-def evaluate_step(launch: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
-    """Score the candidate version on adult.test; `improved`: the registry made it champion."""
+def evaluate_step(
+    launch: dict[str, Any], candidate: dict[str, Any], args: str = ""
+) -> dict[str, Any]:
+    """Score the candidate on the test split of the data the train step used (`args`: its
+    options; adult.test by default); `improved`: the registry made it champion."""
     from mlflow.tracking import MlflowClient
 
     from ray_app.config import AppConfig
     from ray_app.jobs import run_evaluate_job
 
     cfg = LaunchConfig(**launch)
-    app = AppConfig()
+    app = AppConfig(data=data_config(args))
     app.tracking.tracking_uri = cfg.tracking_uri
-    data_dir = _data_dir()
-    if data_dir:
-        app.data.data_dir = data_dir
     name, version = app.tracking.registered_model, _version(candidate)
     report = run_evaluate_job(app, model_uri(candidate))
     champion = MlflowClient(cfg.tracking_uri).get_model_version_by_alias(
@@ -154,10 +169,10 @@ def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
 # --- components: thin, self-contained (KFP ships each function's source to the step) ----------
 
 
-def preprocess_op() -> dict:
+def preprocess_op(args: str) -> dict:
     from ray_app.pipeline import preprocess_step
 
-    return preprocess_step()
+    return preprocess_step(args)
 
 
 def train_op(launch: dict, args: str) -> dict:
@@ -177,11 +192,11 @@ def keep_op(result: dict) -> dict:
     return result
 
 
-def evaluate_op(launch: dict, candidate: dict, metrics: dsl.Output[dsl.Metrics]) -> bool:
+def evaluate_op(launch: dict, candidate: dict, args: str, metrics: dsl.Output[dsl.Metrics]) -> bool:
     """Test-set metrics of the candidate; True if it is now the champion."""
     from ray_app.pipeline import evaluate_step
 
-    out = evaluate_step(launch, candidate)
+    out = evaluate_step(launch, candidate, args)
     for key, value in out["metrics"].items():
         metrics.log_metric(key, value)
     metrics.log_metric("improved", int(out["improved"]))
@@ -214,14 +229,15 @@ def build_pipeline(image: str = IMAGE) -> Any:
         run_tune: bool = False,
         tune_args: str = "",
     ) -> None:
-        data = preprocess().set_caching_options(False)
+        data = preprocess(args=train_args).set_caching_options(False)
         trained = train(launch=launch, args=train_args).after(data).set_caching_options(False)
         with dsl.If(run_tune == True, "tune"):  # noqa: E712 (a KFP condition, not Python)
             tuned = tune(launch=launch, args=tune_args).set_caching_options(False)
         with dsl.Else("no-tune"):
             kept = keep(result=trained.output)
         candidate = dsl.OneOf(tuned.output, kept.output)
-        evaluation = evaluate(launch=launch, candidate=candidate).set_caching_options(False)
+        evaluation = evaluate(launch=launch, candidate=candidate, args=train_args)
+        evaluation.set_caching_options(False)
         # kfp.local resolves a condition on a task's "Output", not on NamedTuple fields.
         with dsl.If(evaluation.outputs["Output"] == True, "improved"):  # noqa: E712
             deploy(launch=launch, candidate=candidate).set_caching_options(False)

@@ -129,13 +129,11 @@ def fetch_bundle(args: ServeArgs, version: str | None = None) -> tuple[Path, str
         uri, version = pin(args.model_uri, args.tracking_uri)
     else:
         uri = _uri_of(args, version)
+    from ray_app.tracking import registry_bundle
+
     if args.tracking_uri:
         mlflow.set_tracking_uri(args.tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    bundle = local / "artifacts" / "bundle"
-    if not (bundle / PREPROCESSOR).exists():
-        raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
-    return bundle, version
+    return registry_bundle(uri), version
 
 
 # The version a Preprocess replica stamps on its output; the Model scores with that version.

@@ -14,11 +14,17 @@ from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from ray_app.artifacts import Scorer
+from ray_app.artifacts import PREPROCESSOR, Scorer
 from ray_app.config import TrackingConfig
-from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS, normalise_column
+from ray_app.data import (
+    CATEGORICAL_COLUMNS,
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    NUMERIC_COLUMNS,
+    normalise_column,
+)
+from ray_app.errors import UserError
 
-CHAMPION_METRIC = "best_val_log_loss"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -99,23 +105,54 @@ def log_pyfunc(bundle_dir: Path, example: pd.DataFrame, registered_name: str | N
     )
 
 
-def promote_if_better(cfg: TrackingConfig, version: str, run_id: str) -> dict[str, Any]:
-    """Move the champion alias to `version` only if it beats the champion on val log loss."""
+def registry_bundle(uri: str) -> Path:
+    """The model bundle (weights + preprocessor JSON) of a logged model, downloaded."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    bundle = local / "artifacts" / "bundle"
+    if not (bundle / PREPROCESSOR).exists():
+        raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
+    return bundle
+
+
+def _log_loss(scorer: Scorer, frame: pd.DataFrame) -> float:
+    from sklearn.metrics import log_loss
+
+    prob = scorer.predict_proba(frame[FEATURE_COLUMNS])
+    return float(log_loss(frame[LABEL_COLUMN].to_numpy(), prob, labels=[0, 1]))
+
+
+def promote_if_better(
+    cfg: TrackingConfig, version: str, challenger: Scorer, val: pd.DataFrame
+) -> dict[str, Any]:
+    """Move the champion alias to `version` only if it beats the champion on the same rows.
+
+    Both are scored on the challenger's validation split (the champion's own bundle, with its
+    own preprocessor): figures each model logged on its own split are not comparable when the
+    data or the split differ. A champion that cannot be re-scored is replaced (and says why).
+    """
     client = MlflowClient()
-    new_score = client.get_run(run_id).data.metrics[CHAMPION_METRIC]
+    new_score = _log_loss(challenger, val)
     try:
         current = client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
     except MlflowException:
         current = None
-    old_score = None
-    if current is not None and current.run_id:
-        old_score = client.get_run(current.run_id).data.metrics.get(CHAMPION_METRIC)
+    old_score, reason = None, "no champion yet"
+    if current is not None:
+        try:
+            uri = f"models:/{cfg.registered_model}/{current.version}"
+            old_score = _log_loss(Scorer.from_bundle(registry_bundle(uri)), val)
+            reason = "val log loss on the challenger's validation split"
+        except Exception as exc:  # an unreadable champion is not a better model
+            reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"
     promoted = old_score is None or new_score < old_score
     if promoted:
         client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version)
     return {
         "promoted": promoted,
-        "champion_version": version if promoted else (str(current.version) if current else None),
-        "previous_champion_val_log_loss": old_score,
+        "champion_version": version if promoted else str(current.version),  # type: ignore[union-attr]
+        "previous_champion_version": None if current is None else str(current.version),
+        "compared_on": f"challenger validation split ({len(val)} rows)",
         "val_log_loss": new_score,
+        "previous_champion_val_log_loss": old_score,
+        "reason": reason,
     }

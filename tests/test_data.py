@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ray_app.config import AppConfig, DataConfig
@@ -14,8 +16,10 @@ from ray_app.data import (
     FEATURE_COLUMNS,
     LABEL_COLUMN,
     RAW_COLUMNS,
+    count_overlap,
     load_splits,
     read_table,
+    read_table_with_layout,
     read_uci,
     verify_checksum,
 )
@@ -134,3 +138,127 @@ def test_cli_data_json(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["rows"] == {"train": 26_048, "val": 6_513, "test": 16_281}
+
+
+# --- your own data: layouts, one-file split, the overlap guard ------------------------------
+
+KAGGLE = ("age,workclass,fnlwgt,education,educational-num,marital-status,occupation,"
+          "relationship,race,gender,capital-gain,capital-loss,hours-per-week,native-country,"
+          "income")  # fmt: skip
+OPENML = ("age,workclass,fnlwgt,education,education-num,marital-status,occupation,relationship,"
+          "race,sex,capital-gain,capital-loss,hours-per-week,native-country,class")  # fmt: skip
+
+
+def write_layout(frame, path: Path, header: str, label_dot: bool = False, extra: bool = False):
+    """`frame` (parsed, RAW_COLUMNS order) written as a CSV with `header` (same order)."""
+    lines = [("id," if extra else "") + header + (",timestamp" if extra else "")]
+    for i, row in enumerate(frame[RAW_COLUMNS].itertuples(index=False)):
+        *features, label = row
+        cells = ["?" if v is None or v != v else (f"{v:.0f}" if isinstance(v, float) else str(v))
+                 for v in features]  # fmt: skip
+        cells.append((">50K" if label else "<=50K") + ("." if label_dot else ""))
+        line = ",".join(cells)
+        lines.append(f"{i}," + line + ",2026-11-27T10:00:00" if extra else line)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """500 parsed rows of the shipped training file."""
+    return read_uci(DATA / "adult.data").head(500)
+
+
+@pytest.mark.parametrize(
+    ("layout", "header", "renamed"),
+    [
+        ("kaggle", KAGGLE, {"educational-num": "education_num", "gender": "sex"}),
+        ("openml", OPENML, {"class": "income"}),
+        ("uci-header", OPENML.removesuffix("class").title().replace("-", " ") + "Income", None),
+        ("uci-header", HEADER.replace("-", "_").upper(), None),
+    ],
+)
+def test_known_layouts_load_to_the_same_rows(tmp_path, sample, layout, header, renamed):
+    path = write_layout(sample, tmp_path / "mine.csv", header, label_dot=layout == "openml")
+    frame, found = read_table_with_layout(path)
+    assert found.name == layout
+    assert frame.equals(sample)
+    if renamed is not None:
+        assert found.describe()["renamed"] == renamed
+
+
+def test_extra_columns_are_ignored_with_a_note(tmp_path, sample):
+    path = write_layout(sample, tmp_path / "with_id.csv", KAGGLE, extra=True)
+    frame, layout = read_table_with_layout(path)
+    assert frame.equals(sample)
+    assert layout.ignored == ("id", "timestamp")
+    splits = load_splits(DataConfig(train_path=path))
+    assert any("ignored column(s) ['id', 'timestamp']" in n for n in splits.provenance["notes"])
+
+
+def test_two_columns_meaning_the_same_thing_are_refused(tmp_path, sample):
+    path = write_layout(sample, tmp_path / "twice.csv", KAGGLE)
+    text = path.read_text().splitlines()
+    text = [text[0] + ",sex"] + [ln + ",Male" for ln in text[1:]]
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"line 1: columns 'gender' and 'sex' both mean 'sex'"):
+        read_table(path)
+
+
+def test_one_file_is_split_into_train_validation_and_test(tmp_path):
+    full = read_uci(DATA / "adult.data")
+    path = write_layout(full, tmp_path / "adult.csv", KAGGLE)
+    splits = load_splits(DataConfig(train_path=path))
+    sizes = splits.sizes()
+    # sklearn rounds a held-out share up.
+    assert sizes["test"] == math.ceil(0.2 * len(full)) and sum(sizes.values()) == len(full)
+    assert sizes["val"] == math.ceil(0.2 * (len(full) - sizes["test"]))
+    rates = [f[LABEL_COLUMN].mean() for f in (splits.train, splits.val, splits.test)]
+    assert max(rates) - min(rates) < 0.003  # stratified
+    assert "split of" in splits.provenance["test_source"]
+    assert splits.provenance["train_layout"]["layout"] == "kaggle"
+    # No test row is a training row: the rows are partitioned, duplicates at the file's rate.
+    assert count_overlap(splits.train, splits.test) <= 0.002 * sizes["test"]
+    again = load_splits(DataConfig(train_path=path))
+    assert again.test.equals(splits.test)  # seeded
+    other = load_splits(DataConfig(train_path=path, test_fraction=0.3, seed=1))
+    assert other.sizes()["test"] == math.ceil(0.3 * len(full))
+    # Subsampling shrinks training, never the held-out test rows.
+    small = load_splits(DataConfig(train_path=path, subsample=3000))
+    assert small.test.equals(splits.test) and small.sizes()["train"] == 2400
+
+
+def test_the_shipped_pairs_natural_overlap_is_accepted_and_logged(splits):
+    assert splits.provenance["test_overlap"] == {"rows": 26, "of": 16_281, "rate": 0.001597}
+
+
+def test_a_test_file_that_repeats_training_rows_is_refused(tmp_path):
+    """The seed's adult.csv holds adult.test's rows: with the shipped adult.test as the test
+    file, every test row is a training row."""
+    seed_csv = tmp_path / "adult.csv"
+    both = pd.concat([read_uci(DATA / "adult.data"), read_uci(DATA / "adult.test")])
+    write_layout(both, seed_csv, KAGGLE)
+    with pytest.raises(DataError) as info:
+        load_splits(DataConfig(train_path=seed_csv, test_path=DATA / "adult.test"))
+    text = str(info.value)
+    assert "16281 of 16281 test rows (100.00%) repeat rows of the training file" in text
+    assert str(seed_csv) in text and str(DATA / "adult.test") in text
+    assert "--max-test-overlap" in text
+    proc = subprocess.run(
+        [sys.executable, "-m", "ray_app.cli", "train", "--data", str(seed_csv),
+         "--test-data", str(DATA / "adult.test")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "repeat rows of the training file" in " ".join(proc.stderr.split())
+    # A limit the user raises on purpose lets it through, and the count is recorded.
+    allowed = load_splits(DataConfig(train_path=seed_csv, test_path=DATA / "adult.test",
+                                     max_test_overlap=1.0))  # fmt: skip
+    assert allowed.provenance["test_overlap"]["rows"] == 16_281
+
+
+def test_the_shipped_test_file_is_the_default_only_for_the_shipped_training_data(tmp_path):
+    mine = write_layout(read_uci(DATA / "adult.data").head(2000), tmp_path / "m.csv", OPENML)
+    assert "split of" in load_splits(DataConfig(train_path=mine)).provenance["test_source"]
+    shipped = load_splits(DataConfig(train_path=DATA / "adult.data"))
+    assert shipped.provenance["test_source"] == str(DATA / "adult.test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -89,3 +90,34 @@ def test_failed_training_marks_the_mlflow_run_failed(local_ray, quick_cfg):
     experiment = client.get_experiment_by_name(quick_cfg.tracking.experiment)
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_the_seeds_one_file_layout_trains_end_to_end(local_ray, quick_cfg, tmp_path):
+    """Kaggle's adult.csv (the UCI train and test rows together, 48,842): split into train /
+    validation / test, scored on its own held-out rows, the layout logged with the run."""
+    import math
+
+    import pandas as pd
+
+    from ray_app.data import read_uci
+
+    from .test_data import DATA, KAGGLE, write_layout
+
+    both = pd.concat([read_uci(DATA / "adult.data"), read_uci(DATA / "adult.test")])
+    csv = write_layout(both, tmp_path / "adult.csv", KAGGLE)
+    quick_cfg.data.train_path = csv
+    quick_cfg.data.subsample = None
+    quick_cfg.train.max_epochs = 4
+    result = run_train_job(quick_cfg)
+    assert result["test_accuracy"] >= 0.85
+    client = MlflowClient(quick_cfg.tracking.tracking_uri)
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["data.layout"] == "kaggle"
+    assert run.data.tags["data.test_source"].startswith(f"split of {csv}")
+    assert json.loads(run.data.tags["data.renamed_columns"]) == {
+        "educational-num": "education_num", "gender": "sex"
+    }  # fmt: skip
+    rows = json.loads(run.data.tags["data.rows"])
+    assert rows["test"] == math.ceil(0.2 * 48_842) and sum(rows.values()) == 48_842
+    promotion = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluation/promotion.json")
+    assert promotion["promoted"] is True and promotion["reason"] == "no champion yet"

@@ -1,0 +1,101 @@
+"""Champion promotion on the same rows, against a real MLflow registry (no Ray needed).
+
+The champion's own logged figure is never the comparison: both models are scored on the
+challenger's validation split, the champion through its own bundle and preprocessor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ray_app import tracking
+from ray_app.artifacts import Scorer, build_model, load_model, save_bundle
+from ray_app.config import AppConfig, FeatureConfig, ModelConfig, TrackingConfig, TrainConfig
+from ray_app.data import FEATURE_COLUMNS
+from ray_app.features import Preprocessor
+from ray_app.train import EncodedData, LocalContext, LoopSpec, train_loop
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> TrackingConfig:
+    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.configure(cfg)
+    return cfg
+
+
+def _register(cfg: TrackingConfig, scorer: Scorer, work: Path, logged_val_loss: float) -> str:
+    """Log a bundle as a run that claims `logged_val_loss`, register it, return the version."""
+    pre = scorer.preprocessor
+    # Named `bundle`, as run_train_job names it: the pyfunc keeps the folder's name.
+    state = scorer.model.state_dict()
+    bundle = save_bundle(work / "bundle", state, ModelConfig(), pre.cardinalities, pre)
+    with mlflow.start_run():
+        mlflow.log_metric("best_val_log_loss", logged_val_loss)
+        info = tracking.log_pyfunc(bundle, None, cfg.registered_model)  # type: ignore[arg-type]
+    return str(info.registered_model_version)
+
+
+def _untrained(splits) -> Scorer:
+    pre = Preprocessor.fit(splits.train, FeatureConfig())
+    return Scorer(pre, build_model(ModelConfig(), pre.cardinalities).eval())
+
+
+def _trained(splits) -> Scorer:
+    pre = Preprocessor.fit(splits.train, FeatureConfig())
+    data = EncodedData.from_splits(splits, pre)
+    spec = LoopSpec(ModelConfig(), TrainConfig(max_epochs=3), pre.cardinalities)
+    result = train_loop(spec, data, LocalContext())
+    return Scorer.from_state(pre, ModelConfig(), result.best_state)
+
+
+def test_a_champion_from_other_data_is_replaced_by_a_better_model_on_the_same_split(
+    registry, small_splits, tmp_path
+):
+    # v1: an untrained model whose run logged a flattering 0.10 on "its own" easy split.
+    champion = _untrained(small_splits)
+    v1 = _register(registry, champion, tmp_path / "v1", logged_val_loss=0.10)
+    MlflowClient().set_registered_model_alias(registry.registered_model, "champion", v1)
+    challenger = _trained(small_splits)
+    v2 = _register(registry, challenger, tmp_path / "v2", logged_val_loss=0.33)
+    result = tracking.promote_if_better(registry, v2, challenger, small_splits.val)
+    # The old rule (0.33 logged vs 0.10 logged) kept the untrained v1.
+    assert result["promoted"] is True and result["champion_version"] == v2
+    assert result["previous_champion_version"] == v1
+    assert result["previous_champion_val_log_loss"] > 0.6 > 0.45 > result["val_log_loss"]
+    assert result["compared_on"] == f"challenger validation split ({len(small_splits.val)} rows)"
+    alias = MlflowClient().get_model_version_by_alias(registry.registered_model, "champion")
+    assert str(alias.version) == v2
+    # Scored like the served model would be: the champion's own bundle re-scores identically.
+    bundle = tracking.registry_bundle(f"models:/{registry.registered_model}/{v1}")
+    rescored = Scorer.from_bundle(bundle).predict_proba(small_splits.val[FEATURE_COLUMNS])
+    direct = champion.predict_proba(small_splits.val[FEATURE_COLUMNS])
+    assert (abs(rescored - direct) < 1e-6).all()
+    assert load_model(bundle) is not None
+
+
+def test_a_worse_challenger_leaves_the_alias_and_a_better_one_takes_it(
+    registry, small_splits, tmp_path
+):
+    good = _trained(small_splits)
+    v1 = _register(registry, good, tmp_path / "v1", logged_val_loss=0.35)
+    assert tracking.promote_if_better(registry, v1, good, small_splits.val)["reason"] == (
+        "no champion yet"
+    )
+    worse = _untrained(small_splits)
+    v2 = _register(registry, worse, tmp_path / "v2", logged_val_loss=0.01)
+    result = tracking.promote_if_better(registry, v2, worse, small_splits.val)
+    assert result["promoted"] is False and result["champion_version"] == v1
+    cfg = AppConfig()
+    cfg.train.max_epochs = 6  # longer training: better on the same rows
+    pre = good.preprocessor
+    data = EncodedData.from_splits(small_splits, pre)
+    spec = LoopSpec(cfg.model, cfg.train, pre.cardinalities)
+    better = Scorer.from_state(pre, cfg.model, train_loop(spec, data, LocalContext()).best_state)
+    v3 = _register(registry, better, tmp_path / "v3", logged_val_loss=0.9)
+    result = tracking.promote_if_better(registry, v3, better, small_splits.val)
+    assert result["val_log_loss"] < result["previous_champion_val_log_loss"]
+    assert result["promoted"] is True and result["champion_version"] == v3
