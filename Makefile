@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 GATES := .venv-gates
 GATES_STAMP := $(GATES)/.installed
 
-.PHONY: setup gates-setup demo test test-fast test-slow lint gates lock bench serve clean
+.PHONY: setup gates-setup demo test test-fast test-slow lint gates lock bench mutants serve clean
 
 # Versions from requirements.lock (the same constraints CI and docker/Dockerfile use).
 $(STAMP): pyproject.toml requirements.lock
@@ -66,6 +66,10 @@ lock:
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^#' | sed 's/+cpu$$//'; } > requirements.lock
 	{ echo "# Constraints for .venv-gates (make gates-setup); regenerate with \`make lock\`."; \
 	  $(GATES)/bin/pip freeze | grep -v '^#'; } > requirements-gates.lock
+
+## mutation check: each mutant breaks one claim; the tests that guard it must fail (~3 min)
+mutants: setup gates-setup
+	$(BIN)/python .ci/mutants.py
 
 bench: setup
 	$(BIN)/python benchmarks/train_bench.py

@@ -23,7 +23,9 @@ from ray_app.jobs import prepare_data
 from ray_app.search import Param, search_space, trial_config
 from ray_app.train import OBJECTIVE, LocalContext, LoopSpec, train_loop
 
-# The regex Katib's File collector applies to each line in TEXT format.
+# The regex Katib's File collector applies to each line in TEXT format (kubeflow/katib v0.19.0,
+# pkg/metricscollector/v1beta1/common/const.go L47, DefaultFilter). It has no spelling for
+# NaN or inf: 'val_log_loss=nan' parses as an empty value, so they are never written.
 KATIB_METRIC_RE = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
 PLACEHOLDER_RE = re.compile(r"\$\{trialParameters\.([A-Za-z0-9_-]+)\}")
 EPOCH_METRICS = ("val_log_loss", "val_accuracy", "val_f1")
@@ -83,7 +85,10 @@ def run_katib_trial(cfg: AppConfig, params: dict[str, Any], metrics_file: Path) 
             out.flush()
 
         spec = LoopSpec(cfg.model, cfg.train, pre.cardinalities, threads=cfg.ray.cpus_per_worker)
-        result = train_loop(spec, data, LocalContext(on_report=write_epoch))
+        try:
+            result = train_loop(spec, data, LocalContext(on_report=write_epoch))
+        except FloatingPointError as exc:  # Katib marks the trial Failed on the exit code
+            raise UserError(f"trial diverged: {exc}; {metrics_file} holds no NaN") from None
         assert result.best_state is not None
         prob = Scorer.from_state(pre, cfg.model, result.best_state).predict_proba(splits.test)
         test = binary_metrics(splits.test[LABEL_COLUMN].to_numpy(), prob)

@@ -108,6 +108,23 @@ def read_checkpoint(directory: Path) -> dict[str, Any]:
     }
 
 
+def _wait_for_committed_checkpoint(run_dir: Path, epoch: int, timeout_s: float = 60) -> None:
+    """Test-only fault injection: crash only once the controller has committed the checkpoint
+    of `epoch` (Ray Train lists it in checkpoint_manager_snapshot.json). An epoch lasts ~60 ms
+    on test data, less than the controller's poll: crashing earlier loses that report, which
+    is Ray's documented behaviour, not the resume this injection exists to exercise."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout_s
+    while epoch > 0 and time.monotonic() < deadline:
+        try:
+            results = json.loads(snapshot.read_text()).get("checkpoint_results", [])
+            if any(r.get("metrics", {}).get("epoch") == epoch for r in results):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+
+
 def _evaluate(model: nn.Module, x_cat: torch.Tensor, x_num: torch.Tensor, y: np.ndarray) -> dict:
     y_t = torch.from_numpy(np.require(y, requirements="W"))
     model.eval()
@@ -193,6 +210,7 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResul
         ):
             marker = Path(spec.fault_marker)
             if not marker.exists():
+                _wait_for_committed_checkpoint(marker.parent, epoch - 1)
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.write_text(f"worker {ctx.world_rank} killed itself at epoch {epoch}\n")
                 os._exit(1)  # a hard crash, as if the node were lost

@@ -30,6 +30,39 @@ from ray_app.train import (
 PARENT_RUN_FILE = "mlflow_parent_run.json"
 
 
+class SearchInterrupted(UserError):
+    """The search stopped before every trial finished (Ctrl-C, a stop signal)."""
+
+
+def mlflow_logger(tracking_uri: str, experiment: str, parent_id: str, search: str) -> Any:
+    """Ray's MLflowLoggerCallback, made resumable: a trial restored by `--resume` keeps
+    logging into the child run it had (found by its `trial_name` tag under the parent)
+    instead of opening a second one."""
+    from mlflow.tracking import MlflowClient
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class ResumableMLflowLogger(MLflowLoggerCallback):
+        def log_trial_start(self, trial: Any) -> None:
+            if trial not in self._trial_runs:
+                client = MlflowClient(tracking_uri)
+                known = client.get_experiment_by_name(experiment)
+                found = client.search_runs(
+                    [known.experiment_id] if known else [],
+                    filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
+                    f"and tags.trial_name = '{trial}'",
+                )
+                if found:
+                    self._trial_runs[trial] = found[0].info.run_id
+            super().log_trial_start(trial)
+
+    return ResumableMLflowLogger(
+        tracking_uri=tracking_uri,
+        experiment_name=experiment,
+        tags={"mlflow.parentRunId": parent_id, "ray_app.search": search},
+        save_artifact=False,
+    )
+
+
 def _trial(
     params: dict[str, Any], data: EncodedData, base: dict[str, Any], cardinalities: list[int]
 ) -> None:
@@ -131,8 +164,6 @@ def summarise_grid(grid: Any) -> dict[str, Any]:
 
 def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[str, Any]:
     """Search with ASHA (trials as nested MLflow runs), then retrain the best with Ray Train."""
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-
     progress("loading and validating data")
     _, pre, data = prepare_data(cfg)
     tracking.configure(cfg.tracking)
@@ -148,15 +179,20 @@ def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[st
         parent_file.write_text(json.dumps({"run_id": parent.info.run_id}))
         if parent_id is None:
             mlflow.log_params({f"search.{k}": v for k, v in cfg.search.model_dump().items()})
-        callback = MLflowLoggerCallback(
-            tracking_uri=cfg.tracking.tracking_uri,
-            experiment_name=cfg.tracking.experiment,
-            tags={"mlflow.parentRunId": parent.info.run_id, "ray_app.search": name},
-            save_artifact=False,
+        callback = mlflow_logger(
+            cfg.tracking.tracking_uri, cfg.tracking.experiment, parent.info.run_id, name
         )
         progress(f"searching: {cfg.search.num_samples} trials, {cfg.search.scheduler}")
         start = time.perf_counter()
         grid = run_search(cfg, data, pre.cardinalities, name, [callback])
+        ended = grid.num_terminated + grid.num_errors
+        if ended < cfg.search.num_samples:
+            # Tune returns normally after a stop signal: a partial search must not look done.
+            raise SearchInterrupted(
+                f"search {name!r} interrupted: {ended} of {cfg.search.num_samples} trials "
+                f"ended; its state is in {storage}. Continue it with: "
+                f"ray-app tune --name {name} --resume (and the same options)"
+            )
         summary = summarise_grid(grid)
         summary["search_wall_s"] = time.perf_counter() - start
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from ray_app.api import create_api
 from ray_app.artifacts import Scorer, build_model
 from ray_app.config import FeatureConfig, ModelConfig
-from ray_app.data import FEATURE_COLUMNS
+from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 from ray_app.features import Preprocessor
 from ray_app.plain_server import LocalScoring
+
+from .conftest import REPO
 
 RECORD = {
     "age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors",
@@ -40,7 +44,96 @@ def test_single_and_batch_predictions_match_the_scorer(client, small_splits):
     many = http.post("/predict", json=records).json()["predictions"]
     expected = scorer.predict_proba(small_splits.test.head(4))
     assert [p["probability"] for p in many] == pytest.approx(expected.tolist(), abs=1e-6)
-    assert all(p["label"] == (">50K" if p["probability"] >= 0.5 else "<=50K") for p in many)
+
+
+class _FixedLogits(torch.nn.Module):
+    """A 'model' whose logits are given: probabilities on both sides of the threshold."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x_cat, x_num):
+        return self.logits[: len(x_cat)]
+
+
+def test_labels_follow_the_documented_threshold_at_the_boundary(small_splits):
+    """README/OpenAPI: label '>50K' when P(>50K) >= 0.5. Logits around 0 put probabilities
+    just below, at and just above 0.5; the expected labels are written out, not recomputed."""
+    pre = Preprocessor.fit(small_splits.train, FeatureConfig())
+    scoring = LocalScoring(Scorer(pre, _FixedLogits([-1e-3, 0.0, 1e-3, -4.0, 4.0])), "7")
+    http = TestClient(create_api(lambda: scoring, lambda: 10))
+    body = http.post("/predict", json=[RECORD] * 5).json()
+    assert [p["label"] for p in body["predictions"]] == [
+        "<=50K", ">50K", ">50K", "<=50K", ">50K"
+    ]  # fmt: skip
+
+
+def _uci_values(column: str) -> list[str]:
+    """The allowed values as data/adult.names lists them (the oracle is the UCI file)."""
+    line = next(ln for ln in (REPO / "data" / "adult.names").read_text().splitlines()
+                if ln.startswith(f"{column.replace('_', '-')}:"))  # fmt: skip
+    return [v.strip().rstrip(".") for v in line.split(":", 1)[1].split(",")]
+
+
+def test_an_unknown_category_is_a_422_listing_the_uci_values(client):
+    http, _ = client
+    response = http.post("/predict", json={**RECORD, "workclass": "Astronaut"})
+    assert response.status_code == 422
+    allowed = _uci_values("workclass")
+    assert len(allowed) == 8  # and '?': workclass is one of the columns with missing values
+    message = "Input should be " + ", ".join(f"'{v}'" for v in allowed) + " or '?'"
+    assert response.json() == {
+        "detail": [f"field 'workclass': {message}"],
+        "errors": [{"loc": ["body", "workclass"], "msg": message, "type": "literal_error"}],
+    }
+
+
+def test_an_in_schema_category_never_seen_in_training_goes_to_the_oov_bucket(client, small_splits):
+    """In adult.names but not in this training sample: accepted, scored as 'unknown'."""
+    http, scorer = client
+    seen = set(small_splits.train["native_country"].dropna())
+    unseen = [c for c in _uci_values("native_country") if c not in seen][:2]
+    assert len(unseen) == 2, "the 3,000-row sample holds every country"
+    probs = []
+    for country in unseen:
+        response = http.post("/predict", json={**RECORD, "native_country": country})
+        assert response.status_code == 200
+        probs.append(response.json()["predictions"][0]["probability"])
+    assert probs[0] == probs[1]  # one bucket for every unseen value...
+    frame = pd.DataFrame([{**RECORD, "native_country": c} for c in [*unseen, "United-States"]])
+    x_cat, _ = scorer.preprocessor.transform(frame)
+    codes = x_cat[:, CATEGORICAL_COLUMNS.index("native_country")]
+    assert codes.tolist()[:2] == [0, 0] and codes[2] != 0  # ...index 0, the OOV bucket
+
+
+def test_503_bodies_before_the_model_and_on_an_empty_registry():
+    starting = TestClient(create_api(lambda: None, lambda: 5))
+    assert starting.post("/predict", json=RECORD).json() == {"detail": ["model not loaded yet"]}
+    health = starting.get("/health")
+    assert (health.status_code, health.json()) == (503, {"status": "loading",
+                                                         "model_version": None})  # fmt: skip
+
+    class NoModel:
+        model_version = None
+
+        async def ready(self) -> bool:
+            return True
+
+        async def score(self, columns):
+            return None
+
+    empty = TestClient(create_api(lambda: NoModel(), lambda: 5,
+                                  lambda: "models:/adult-income@champion"))  # fmt: skip
+    detail = ("no model is registered yet (models:/adult-income@champion names no version): "
+              "train one (ray-app train, or the train RayJob); it is served as soon as it is "
+              "registered")  # fmt: skip
+    predict = empty.post("/predict", json=RECORD)
+    assert (predict.status_code, predict.json()) == (503, {"detail": [detail]})
+    health = empty.get("/health")
+    assert (health.status_code, health.json()) == (
+        200, {"status": "no-model", "model_version": None, "detail": detail}
+    )  # fmt: skip
 
 
 def test_hyphenated_names_and_missing_categories_are_accepted(client):
@@ -61,6 +154,7 @@ def test_hyphenated_names_and_missing_categories_are_accepted(client):
         ({**RECORD, "zodiac": "Leo"}, 422, "field 'zodiac'"),
         ({**RECORD, "age": 500}, 422, "field 'age'"),
         ({**RECORD, "workclass": "Astronaut"}, 422, "field 'workclass'"),
+        ({**RECORD, "education": "Kindergarten"}, 422, "field 'education'"),
         ([RECORD, {**RECORD, "hours_per_week": -3}], 422, "record 1, field 'hours_per_week'"),
         ([], 422, "empty"),
         ([RECORD] * 6, 413, "at most 5"),

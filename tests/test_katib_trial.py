@@ -7,11 +7,16 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from ray_app.katib import KATIB_METRIC_RE, PLACEHOLDER_RE
+from ray_app.katib import PLACEHOLDER_RE, format_metrics
 
 from .conftest import ENV, REPO
+
+# Katib's File collector's default filter, as written in Katib's source (kubeflow/katib v0.19.0,
+# pkg/metricscollector/v1beta1/common/const.go L47): the oracle here is Katib, not our module.
+KATIB_METRIC_RE = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
 
 
 def _parse(path: Path) -> list[dict[str, float]]:
@@ -83,3 +88,48 @@ def test_local_emulation_substitutes_trial_parameters_and_reads_objective(tmp_pa
         objectives.append(objective)
     assert all(0 < o < 1 for o in objectives)
     assert objectives[0] != objectives[1]  # different parameters, different trials
+
+
+def test_the_writer_refuses_what_katibs_filter_cannot_read():
+    # What Katib would make of NaN: the name with an empty value (the float parse then fails).
+    assert KATIB_METRIC_RE.findall("val_log_loss=nan")[0][:2] == ("val_log_loss", "")
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(FloatingPointError, match="not finite"):
+            format_metrics({"epoch": 2, "val_log_loss": bad})
+    assert format_metrics({"epoch": 2, "val_log_loss": 0.25}) == "epoch=2 val_log_loss=0.250000"
+
+
+DIVERGE = """
+import sys, torch
+from ray_app.cli import main
+step, calls = torch.optim.AdamW.step, {"n": 0}
+def diverging(self, *args, **kwargs):
+    out = step(self, *args, **kwargs)
+    calls["n"] += 1
+    if calls["n"] == 12:  # inside epoch 2 (10 steps per epoch on 2,400 rows, batch 256)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(float("nan"))
+    return out
+torch.optim.AdamW.step = diverging
+sys.argv = ["ray-app", "katib-trial", "--max-epochs=3", "--batch-size=256", "--subsample=3000",
+            "--metrics-file=" + sys.argv[1]]
+main()
+"""
+
+
+def test_a_diverging_trial_fails_and_writes_no_nan(tmp_path: Path):
+    """End to end: the weights go NaN in epoch 2; the trial exits non-zero (Katib marks it
+    Failed) and the metrics file holds epoch 1 only, every line readable by Katib's filter."""
+    import sys
+
+    metrics = tmp_path / "metrics"
+    proc = subprocess.run([sys.executable, "-c", DIVERGE, str(metrics)], env=ENV,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "trial diverged: validation log loss is nan" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr
+    text = metrics.read_text()
+    assert "nan" not in text.lower() and "inf" not in text.lower()
+    assert [line["epoch"] for line in _parse(metrics)] == [1.0]

@@ -18,10 +18,13 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from ray_app.data import NUMERIC_COLUMNS
 from ray_app.kubecheck import render_overlay
 from ray_app.serve import SERVE_ENV
 
@@ -51,7 +54,9 @@ def head(tmp_path_factory):
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
     }
-    with ray_head(work / "head.log", env) as (url, head_env):
+    # 4 logical CPUs on this 2-core box: a deployed Serve graph holds 2 (as a RayService's own
+    # cluster would), and the pipeline tests still train on the same head after a deploy.
+    with ray_head(work / "head.log", env, num_cpus=4) as (url, head_env):
         yield {"url": url, "env": head_env, "work": work, "serve_port": free_port()}
 
 
@@ -141,7 +146,12 @@ def test_rayservice_serve_config_v2_answers_health_and_predict(head, rendered, s
         answer = client.post("/predict", json=[RECORD])
         assert answer.status_code == 200, answer.text
         prob = answer.json()["predictions"][0]["probability"]
-        assert 0.0 <= prob <= 1.0
+    # The same record through the registered MLflow pyfunc (another code path, same model).
+    mlflow.set_tracking_uri(head["env"]["MLFLOW_TRACKING_URI"])
+    logged = mlflow.pyfunc.load_model(f"models:/adult-income/{champion.version}")
+    frame = pd.DataFrame([RECORD]).astype({c: "float64" for c in NUMERIC_COLUMNS})
+    expected = logged.predict(frame)["probability"].iloc[0]
+    assert prob == pytest.approx(float(expected), abs=1e-6)
 
 
 def test_pipeline_runs_end_to_end_on_local_ray(head, tmp_path: Path):
@@ -166,3 +176,33 @@ def test_pipeline_runs_end_to_end_on_local_ray(head, tmp_path: Path):
     champion = client.get_model_version_by_alias("adult-income", "champion")
     health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
     assert health["model_version"] == str(champion.version)
+
+
+def test_pipeline_skips_deploy_when_the_candidate_is_not_better(head, tmp_path: Path):
+    """The other branch: a first run deploys its champion; a second, worse run (one epoch at
+    a tiny learning rate) registers a version that is not promoted, and deploy does not run:
+    Serve keeps answering with the first version."""
+    db = tmp_path / "pipeline.db"
+    base = [str(BIN / "ray-app"), "pipeline", "run", "--local", "--ray-address", head["url"],
+            "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "rr"),
+            "--serve-port", str(head["serve_port"])]  # fmt: skip
+
+    def run(train_args: str, root: str) -> str:
+        proc = subprocess.run(
+            [*base, "--train-args", train_args, "--pipeline-root", str(tmp_path / root)],
+            env=head["env"], capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+        return proc.stdout + proc.stderr
+
+    first = run("--subsample 3000 --epochs 2", "runs1")
+    assert "Task \x1b[96m'deploy-op'\x1b[0m finished with status \x1b[92mSUCCESS" in first
+    second = run("--subsample 3000 --epochs 1 --lr 1e-5", "runs2")
+    assert "Task \x1b[96m'evaluate-op'\x1b[0m finished with status \x1b[92mSUCCESS" in second
+    assert "deploy-op" not in second  # the dsl.If(improved) branch was not taken
+    client = MlflowClient(f"sqlite:///{db}")
+    assert sorted(int(v.version) for v in client.search_model_versions("name='adult-income'")) \
+        == [1, 2]  # fmt: skip
+    assert str(client.get_model_version_by_alias("adult-income", "champion").version) == "1"
+    health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
+    assert health["model_version"] == "1"

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from ray_app.tune import run_tune_job
+
+from .conftest import BIN, ENV
 
 pytestmark = pytest.mark.slow
 
@@ -39,3 +48,65 @@ def test_small_asha_search_stops_trials_early_and_logs_nested_runs(local_ray, qu
     quick_cfg.search.resume = True
     again = run_tune_job(quick_cfg)
     assert again["mlflow_parent_run_id"] == parent and again["trials"] == 8
+
+
+def _finished(storage: Path, epochs: int) -> dict[str, str]:
+    """Trial folder -> result.json text, for trials that reported every epoch."""
+    out = {}
+    for path in storage.glob("_trial_*/result.json"):
+        text = path.read_text()
+        if len(text.splitlines()) >= epochs:
+            out[path.parent.name] = text
+    return out
+
+
+def test_an_interrupted_search_resumes_without_rerunning_or_duplicating(tmp_path: Path):
+    """A real Ctrl-C (SIGINT) to `ray-app tune` after two trials, then `--resume`: the finished
+    trials are not run again, the total is num_samples, one MLflow child run per trial."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "rr"
+    samples, epochs = 8, 6
+    cmd = [str(BIN / "ray-app"), "tune", "--name", "s", "--num-samples", str(samples),
+           "--max-concurrent", "1", "--max-epochs", str(epochs), "--scheduler", "fifo",
+           "--no-retrain", "--subsample", "3000", "--json", "--tracking-uri", tracking,
+           "--storage-path", str(storage)]  # fmt: skip
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=log, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while len(_finished(storage / "s", epochs)) < 2:
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the driver
+    out, _ = proc.communicate(timeout=180)
+    log.close()
+    before = _finished(storage / "s", epochs)
+    assert 2 <= len(before) < samples, "the search ended before the interrupt landed"
+    # An interrupted search is not reported as a result: non-zero, and how to continue.
+    assert proc.returncode == 2 and out.strip() == ""
+    first_log = " ".join((tmp_path / "first.log").read_text().split())
+    assert "interrupted" in first_log and "ray-app tune --name s --resume" in first_log
+
+    again = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads(again.stdout)
+    assert result["trials"] == samples and result["errored"] == 0
+    after = _finished(storage / "s", epochs)
+    assert len(after) == samples
+    for trial, text in before.items():
+        assert after[trial] == text, f"{trial} ran again"
+    for text in after.values():  # resumed trials continued from their checkpoint
+        steps = [json.loads(line)["training_iteration"] for line in text.splitlines()]
+        assert steps == list(range(1, epochs + 1))
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("adult-income")
+    parent = result["mlflow_parent_run_id"]
+    children = [r for r in client.search_runs([experiment.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == parent]  # fmt: skip
+    names = [r.data.tags["trial_name"] for r in children]
+    assert len(children) == samples and len(set(names)) == samples, sorted(names)
+    for run in children:
+        history = client.get_metric_history(run.info.run_id, "val_log_loss")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1)), run.info.run_name

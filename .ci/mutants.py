@@ -1,0 +1,146 @@
+"""Mutation check: each mutant breaks one claim the README makes; the tests must fail for each.
+
+    make mutants                      # all of them (about 3 minutes here)
+    .venv/bin/python .ci/mutants.py --only promotion
+
+Each mutant edits one line of the package in place, runs the tests that guard the claim, and
+puts the file back (also on Ctrl-C). Prints a table, writes benchmarks/results/mutants.json,
+and exits non-zero if a mutant survives (its tests still pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    claim: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant(
+        "resume",
+        "a worker lost mid-run resumes from the last checkpoint",
+        "ray_app/train.py",
+        "        checkpoint = ray.train.get_checkpoint()\n",
+        "        checkpoint = None  # mutant: resume disabled\n",
+        ("tests/test_ray_train.py::test_worker_death_resumes_from_last_checkpoint",),
+    ),
+    Mutant(
+        "promotion",
+        "a better later model takes the champion alias",
+        "ray_app/tracking.py",
+        "    promoted = old_score is None or new_score < old_score\n",
+        "    promoted = current is None  # mutant: never moves after v1\n",
+        ("tests/test_promotion.py",),
+    ),
+    Mutant(
+        "katib-nan",
+        "a Katib trial never writes NaN (Katib's filter cannot read it)",
+        "ray_app/katib.py",
+        "    bad = [k for k, v in values.items() if not math.isfinite(v)]\n",
+        "    bad: list[str] = []  # mutant: NaN let through\n",
+        ("tests/test_katib_trial.py",),
+    ),
+    Mutant(
+        "unknown-category",
+        "an unknown category is a 422, not scored as the OOV bucket",
+        "ray_app/api.py",
+        '                nullable = Literal[(*values, "?")] | None  # type: ignore[valid-type]\n',
+        "                nullable = str | None  # mutant: any string, scored as OOV\n",
+        ("tests/test_api.py",),
+    ),
+    Mutant(
+        "validation-failed",
+        "the launcher fails fast on KubeRay's ValidationFailed",
+        "ray_app/launch.py",
+        'TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")\n',
+        'TERMINAL_DEPLOYMENT = ("Complete", "Failed")  # mutant\n',
+        ("tests/test_launch.py",),
+    ),
+    Mutant(
+        "deploy-version",
+        "deploy waits until the new model version is served",
+        "ray_app/launch.py",
+        "                if serving == expected_version:\n"
+        '                    self.log(f"{where}: {APP_NAME} RUNNING version {serving}")\n',
+        "                if True:  # mutant: trusts RUNNING\n"
+        '                    self.log(f"{where}: {APP_NAME} RUNNING version {serving}")\n',
+        ("tests/test_launch.py",),
+    ),
+    Mutant(
+        "test-overlap",
+        "a test file that repeats training rows is refused",
+        "ray_app/data.py",
+        "        if rate > cfg.max_test_overlap:\n",
+        "        if False:  # mutant: overlap guard off\n",
+        ("tests/test_data.py",),
+    ),
+]
+
+
+def run(mutant: Mutant) -> dict[str, object]:
+    """Apply, test, restore. 'killed': the tests failed, as they must."""
+    path = REPO / mutant.path
+    original = path.read_text()
+    if original.count(mutant.old) != 1:
+        raise SystemExit(f"{mutant.name}: the line to mutate is not in {mutant.path} exactly once")
+    start = time.monotonic()
+    try:
+        path.write_text(original.replace(mutant.old, mutant.new))
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        path.write_text(original)
+    summary = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+    return {
+        "mutant": mutant.name,
+        "claim": mutant.claim,
+        "file": mutant.path,
+        "tests": list(mutant.tests),
+        "result": "killed" if proc.returncode != 0 else "SURVIVED",
+        "failed_test": summary[0] if summary else "",
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="mutant names")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    rows = []
+    for mutant in chosen:
+        rows.append(run(mutant))
+        row = rows[-1]
+        print(f"{row['result']:9} {row['mutant']:18} {row['seconds']:6.1f} s  {row['failed_test']}",
+              flush=True)  # fmt: skip
+    print("\n| mutant | claim it breaks | result | test that failed |\n|---|---|---|---|")
+    for row in rows:
+        failed = str(row["failed_test"]).removeprefix("FAILED ").split(" - ")[0]
+        print(f"| {row['mutant']} | {row['claim']} | {row['result']} | `{failed}` |")
+    out = REPO / "benchmarks" / "results" / "mutants.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    if any(row["result"] != "killed" for row in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
