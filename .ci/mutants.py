@@ -44,7 +44,7 @@ MUTANTS = [
         "promotion",
         "a better later model takes the champion alias",
         "ray_app/tracking.py",
-        "    promoted = old_score is None or new_score < old_score\n",
+        "    promoted = old_score is None or challenger_loss < old_score\n",
         "    promoted = current is None  # mutant: never moves after v1\n",
         ("tests/test_promotion.py",),
     ),

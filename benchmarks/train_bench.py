@@ -23,6 +23,7 @@ import torch
 from ray_app.artifacts import Scorer
 from ray_app.config import AppConfig
 from ray_app.data import LABEL_COLUMN, load_splits
+from ray_app.dataset import load_datasets, model_ready
 from ray_app.evaluate import binary_metrics
 from ray_app.features import Preprocessor
 from ray_app.train import EncodedData, LocalContext, LoopSpec, train_distributed, train_loop
@@ -78,12 +79,14 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        # The Ray runners read the same rows through Ray Data (the path `ray-app train` uses).
+        datasets = model_ready(load_datasets(cfg.data), pre)
         for workers in (1, 2):
             run_cfg = cfg.model_copy(deep=True)
             run_cfg.ray.num_workers = workers
             run_cfg.ray.storage_path = Path("/tmp/ray_app_bench")
             outcome = train_distributed(
-                run_cfg, data, pre.cardinalities, f"bench-{workers}w-{time.time():.0f}"
+                run_cfg, datasets, pre.cardinalities, f"bench-{workers}w-{time.time():.0f}"
             )
             results[f"ray_train_{workers}w"] = {
                 **_timing(outcome.meta["history"], outcome.wall_time_s),

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from ray_app.config import AppConfig
-from ray_app.jobs import prepare_data, run_train_job
+from ray_app.jobs import prepare_datasets, run_train_job
 from ray_app.search import apply_params, search_space
 from ray_app.tune import run_search, summarise_grid
 
@@ -40,16 +40,16 @@ def main() -> None:
     cfg.search.num_samples = args.trials
     cfg.search.max_epochs = args.epochs
     cfg.search.seed = args.seed
-    _, pre, data = prepare_data(cfg)
-
     runs: dict[str, dict[str, Any]] = {}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        _, pre, datasets = prepare_datasets(cfg)
+        train_rows = datasets["train"].count()
         for scheduler in ("asha", "fifo"):
             run_cfg = cfg.model_copy(deep=True)
             run_cfg.search.scheduler = scheduler
             start = time.perf_counter()
-            grid = run_search(run_cfg, data, pre.cardinalities, f"bench-{scheduler}")
+            grid = run_search(run_cfg, datasets, pre.cardinalities, f"bench-{scheduler}")
             runs[scheduler] = {**summarise_grid(grid), "wall_s": time.perf_counter() - start}
         asha, full = runs["asha"], runs["fifo"]
         best_cfg = apply_params(cfg, asha["best_config"], search_space(args.epochs))
@@ -61,7 +61,7 @@ def main() -> None:
         "benchmark": "tune",
         "trials": args.trials,
         "epoch_budget": args.epochs,
-        "train_rows": len(data.train_y),
+        "train_rows": train_rows,
         "asha": {k: v for k, v in asha.items()},
         "full_budget": {k: v for k, v in full.items()},
         "asha_epoch_fraction": asha["epochs_consumed"] / full["epochs_consumed"],

@@ -36,16 +36,16 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 DataOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--data",
-        help="your data: a CSV with a header (UCI, Kaggle adult.csv or OpenML layout) or a raw "
-        "UCI file; without --test-data it is split into train/validation/test "
-        "(default: the shipped data/adult.data)",
+        help="your data: a file, folder, glob or URI (s3://, gs://, file://) of CSV (UCI, "
+        "Kaggle adult.csv or OpenML header), Parquet or raw UCI files; without --test-data "
+        "it is split into train/validation/test (default: the shipped data/adult.data)",
     ),
 ]
 TestDataOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--test-data",
         help="test file (default: data/adult.test for the shipped data, else a split of --data)",
@@ -133,8 +133,8 @@ def _build_config(**sections: dict[str, Any]) -> AppConfig:
 
 
 def _data(
-    train_path: Path | None,
-    test_path: Path | None,
+    train_path: str | None,
+    test_path: str | None,
     test_fraction: float | None,
     max_test_overlap: float | None,
     data_dir: Path | None,
@@ -409,6 +409,41 @@ def kube_check(
         failed = failed or bool(report.errors)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    data_path: Annotated[
+        str, typer.Option("--data", help="file, folder, glob or URI of CSV / Parquet rows")
+    ],
+    out: Annotated[str, typer.Option(help="output folder (Parquet or CSV files)")],
+    model_uri: ModelUriOpt = "models:/adult-income@champion",
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    output_format: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    actors: Annotated[int, typer.Option(help="scoring actors (one CPU each)", min=1)] = 1,
+    ray_address: RayAddressOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score files of any size with a registered model through Ray Data (batch scoring)."""
+    if output_format not in ("parquet", "csv"):
+        raise UserError(f"--format must be 'parquet' or 'csv', got {output_format!r}")
+    import mlflow
+
+    from ray_app.dataset import predict_files
+    from ray_app.runtime import ensure_ray
+    from ray_app.tracking import pin, registry_bundle
+
+    cfg = _build_config(ray={"address": ray_address}, tracking={"tracking_uri": tracking_uri})
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    uri, version = pin(model_uri, None)
+    bundle = registry_bundle(uri)
+    with _stdout_for_result(as_json), err.status(f"scoring {data_path} with {uri}"):
+        ensure_ray(cfg.ray)
+        result = predict_files(data_path, out, str(bundle), version, output_format, actors)
+    _emit(result, as_json, "batch scoring finished")
+    if result["bad_rows"]:
+        err.print(f"[yellow]{result['bad_rows']} invalid row(s) not scored, each with its "
+                  f"reason in {result['bad_rows_file']}[/yellow]")  # fmt: skip
 
 
 @app.command("release-assets")

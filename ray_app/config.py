@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 # The package ships the canonical UCI files beside the source tree (repo root /data).
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 # The runtime image (docker/Dockerfile) as CI's release job pushes it; Katib trials, pipeline
 # steps and RayJobs default to it.
 IMAGE = "ghcr.io/ray-app/ray-app:0.1.0"
+
+
+PathOrUri = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
 
 
 class _Strict(BaseModel):
@@ -21,12 +24,15 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the rows come from and how they are split."""
 
-    train_path: Path | None = Field(
-        None, description="CSV with header; default: shipped adult.data"
-    )
-    test_path: Path | None = Field(
+    # Strings, not Paths: a URI (s3://bucket/prefix/) must keep its '//'.
+    train_path: PathOrUri | None = Field(
         None,
-        description="CSV with header; default: shipped adult.test for the shipped training "
+        description="file, folder, glob or URI of CSV / Parquet / raw UCI files; "
+        "default: shipped adult.data",
+    )
+    test_path: PathOrUri | None = Field(
+        None,
+        description="likewise; default: shipped adult.test for the shipped training "
         "data, else a split of train_path",
     )
     data_dir: Path = REPO_DATA_DIR
@@ -88,6 +94,12 @@ class RayConfig(_Strict):
     use_gpu: bool = False
     storage_path: Path = Path("ray_results")
     max_failures: int = Field(2, ge=-1)
+    shard_cache_mb: float = Field(
+        2048,
+        ge=0,
+        description="a worker caches its training shard in memory up to this size; "
+        "beyond it the shard is streamed from the object store each epoch",
+    )
     # Train V2's controller polls workers at this interval and ray.train.report waits for it.
     health_check_interval_s: float = Field(0.1, gt=0.0)
 

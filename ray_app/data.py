@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +231,7 @@ def resolve_columns(header: list[str], where: str, need_label: bool = True) -> L
     seen: dict[str, str] = {}
     for raw in header:
         canonical = normalise_column(raw)
-        if canonical not in wanted:
+        if canonical not in RAW_COLUMNS:  # a label is taken when present, required if asked
             ignored.append(raw.strip())
             continue
         if canonical in seen:
@@ -295,121 +294,269 @@ def verify_checksum(path: Path) -> None:
         )
 
 
-def _parse_label(raw: str, where: str) -> int:
-    label = raw.strip().rstrip(".")
-    if label not in LABELS:
-        raise DataError(
-            f"{where}, column '{LABEL_COLUMN}': unknown label {raw!r}; "
-            f"expected one of {list(LABELS)}"
-        )
-    return int(label == POSITIVE_LABEL)
+# ---- one validator: columns of strings (CSV) or typed values (Parquet) -> typed rows -------
 
 
-def _parse_number(raw: str, where: str, column: str) -> float:
-    text = raw.strip()
-    if text in MISSING_TOKENS:
-        raise DataError(f"{where}, column '{column}': missing value; a number is required")
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}, column '{column}': {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise DataError(f"{where}, column '{column}': {text!r} must be a finite number >= 0")
-    return value
-
-
-def _rows_to_frame(rows: list[list[str]], line_numbers: list[int], path: Path) -> pd.DataFrame:
-    """Validate string rows in RAW_COLUMNS order into a typed frame."""
-    columns: dict[str, list] = {c: [] for c in RAW_COLUMNS}
-    for fields, lineno in zip(rows, line_numbers, strict=True):
-        where = f"{path}: line {lineno}"
-        for column, raw in zip(RAW_COLUMNS, fields, strict=True):
-            if column == LABEL_COLUMN:
-                columns[column].append(_parse_label(raw, where))
-            elif column in NUMERIC_COLUMNS:
-                columns[column].append(_parse_number(raw, where, column))
+def _cell_problems(column: str, values: Any) -> tuple[pd.Series, pd.Series, list[str | None]]:
+    """One column, vectorised: (typed values, bad-row mask, problem text per row or None)."""
+    series = pd.Series(values)
+    if column in NUMERIC_COLUMNS:
+        if pd.api.types.is_numeric_dtype(series):
+            text = series.astype(str)
+            number = series.astype("float64")
+        else:
+            text = series.astype(object).astype(str).str.strip()
+            number = pd.to_numeric(text.where(~text.isin(MISSING_TOKENS)), errors="coerce")
+        bad = (number.isna() | ~np.isfinite(number) | (number < 0)).to_numpy()
+        problems: list[str | None] = [None] * len(series)
+        for i in np.flatnonzero(bad):
+            if text.iloc[i] in MISSING_TOKENS or text.iloc[i] in ("nan", "None", "<NA>"):
+                problems[i] = "missing value; a number is required"
+            elif pd.isna(number.iloc[i]):
+                problems[i] = f"{text.iloc[i]!r} is not a number"
             else:
-                text = raw.strip()
-                columns[column].append(None if text in MISSING_TOKENS else text)
-    if not rows:
+                problems[i] = f"{text.iloc[i]!r} must be a finite number >= 0"
+        return number.astype("float64"), pd.Series(bad), problems
+    if column == LABEL_COLUMN:
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            # A 0/1 (or boolean) label column, as Parquet files often hold it: 1 is >50K.
+            ok = series.isin([0, 1]).to_numpy()
+            problems = [None] * len(series)
+            for i in np.flatnonzero(~ok):
+                problems[i] = f"label {series.iloc[i]!r}; expected 0, 1, '<=50K' or '>50K'"
+            return series.where(ok, 0).astype("int64"), pd.Series(~ok), problems
+        text = series.astype(object).astype(str).str.strip()
+        label = text.str.rstrip(".")
+        bad = (~label.isin(LABELS)).to_numpy()
+        problems = [None] * len(series)
+        for i in np.flatnonzero(bad):
+            problems[i] = f"unknown label {text.iloc[i]!r}; expected one of {list(LABELS)}"
+        return (label == POSITIVE_LABEL).astype("int64"), pd.Series(bad), problems
+    text = series.astype(object).map(lambda v: None if v is None or v != v else str(v).strip())
+    typed = text.where(~text.isin(MISSING_TOKENS), None).astype("object")
+    return typed, pd.Series(np.zeros(len(series), dtype=bool)), [None] * len(series)
+
+
+def validate_columns(columns: dict[str, Any], where: Any, path: str, collect: bool = False) -> Any:
+    """Canonical columns of one batch -> the typed frame, vectorised.
+
+    `where(i)` names row i of the batch ('line 3', 'row 12'). By default the first bad cell,
+    in reading order, raises DataError naming file, line or row, and column. With `collect`
+    (batch scoring) it returns (typed frame of the good rows, their positions, one message per
+    bad row) instead: bad rows are reported, never dropped silently. The label is optional
+    (files to score need not have one).
+    """
+    wanted = [c for c in RAW_COLUMNS if c in columns]
+    n = len(columns[wanted[0]])
+    if n == 0:
         raise DataError(f"{path}: no data rows")
-    frame = pd.DataFrame(columns)
-    for column in NUMERIC_COLUMNS:
-        frame[column] = frame[column].astype("float64")
-    for column in CATEGORICAL_COLUMNS:
-        frame[column] = frame[column].astype("object")
-    frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype("int64")
+    out: dict[str, Any] = {}
+    first_bad: np.ndarray = np.full(n, -1)
+    messages: list[str | None] = [None] * n
+    for j, column in enumerate(wanted):
+        typed, bad, problems = _cell_problems(column, columns[column])
+        out[column] = typed
+        for i in np.flatnonzero(bad.to_numpy() & (first_bad < 0)):
+            first_bad[i] = j
+            messages[i] = f"{path}: {where(i)}, column '{column}': {problems[i]}"
+    frame = pd.DataFrame(out, columns=wanted)
+    bad_rows = np.flatnonzero(first_bad >= 0)
+    if not collect:
+        if len(bad_rows):
+            raise DataError(str(messages[bad_rows[0]]))
+        return frame
+    good = np.flatnonzero(first_bad < 0)
+    return frame.iloc[good].reset_index(drop=True), good, [str(messages[i]) for i in bad_rows]
+
+
+# ---- files: local paths, folders, globs and URIs (s3://, gs://, file://) ------------------
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data", ".test", ".txt")
+
+
+def _filesystem(source: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path in it) for a local path or a URI."""
+    import pyarrow.fs as pafs
+
+    if "://" in source:
+        try:
+            return pafs.FileSystem.from_uri(source)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError variants
+            raise DataError(f"{source}: cannot open ({exc})") from None
+    return pafs.LocalFileSystem(), str(Path(source).resolve())
+
+
+def _uri(fs: Any, path: str, source: str) -> str:
+    if "://" not in source:
+        return path
+    return f"{source.split('://', 1)[0]}://{path}"
+
+
+def list_files(source: str) -> list[str]:
+    """A file, a folder (its table files, sorted), a glob, or a URI of any of them."""
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(source)
+    if any(ch in path for ch in "*?["):
+        base = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+        infos = fs.get_file_info(pafs.FileSelector(base or "/", recursive=True))
+        found = sorted(i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path))
+    else:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise DataError(f"{source}: file not found")
+        if info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            found = sorted(i.path for i in infos
+                           if i.is_file and i.path.lower().endswith(TABLE_SUFFIXES))  # fmt: skip
+        else:
+            found = [path]
+    if not found:
+        raise DataError(f"{source}: no data files (CSV, Parquet or raw UCI) found")
+    return [_uri(fs, f, source) for f in found]
+
+
+def _is_parquet(path: str) -> bool:
+    return path.lower().endswith((".parquet", ".pq"))
+
+
+def _read_lines(path: str) -> list[str]:
+    fs, inner = _filesystem(path)
+    with fs.open_input_stream(inner) as stream:
+        return stream.read().decode("utf-8", errors="replace").splitlines()
+
+
+def read_uci(path: Path | str) -> pd.DataFrame:
+    """Parse raw UCI: no header, ', ' separators, '?' missing, '|' comments, 'K.' labels."""
+    raw = _raw_uci(str(path), _read_lines(str(path)))
+    frame: pd.DataFrame = validate_columns(raw.columns, raw.where, str(path))
     return frame
 
 
-def read_uci(path: Path) -> pd.DataFrame:
-    """Parse raw UCI: no header, ', ' separators, '?' missing, '|' comments, 'K.' labels."""
+@dataclass
+class RawTable:
+    """One file's cells under our column names (strings from CSV, typed from Parquet), the
+    columns it had besides ours, and each row's line (CSV) or row (Parquet) number."""
+
+    path: str
+    layout: Layout
+    columns: dict[str, Any]
+    extras: dict[str, Any]
+    numbers: list[int]
+    unit: str = "line"
+
+    def where(self, i: int) -> str:
+        return f"{self.unit} {self.numbers[i]}"
+
+
+def _raw_uci(path: str, lines: list[str]) -> RawTable:
     rows: list[list[str]] = []
     numbers: list[int] = []
-    with path.open(newline="") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("|"):
-                continue
-            fields = stripped.split(",")
-            if len(fields) != len(RAW_COLUMNS):
-                raise DataError(
-                    f"{path}: line {lineno}: expected {len(RAW_COLUMNS)} comma-separated fields "
-                    f"({', '.join(RAW_COLUMNS)}), found {len(fields)}"
-                )
-            rows.append(fields)
-            numbers.append(lineno)
-    return _rows_to_frame(rows, numbers, path)
+    for lineno, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("|"):
+            continue
+        fields = stripped.split(",")
+        if len(fields) != len(RAW_COLUMNS):
+            raise DataError(
+                f"{path}: line {lineno}: expected {len(RAW_COLUMNS)} comma-separated fields "
+                f"({', '.join(RAW_COLUMNS)}), found {len(fields)}"
+            )
+        rows.append(fields)
+        numbers.append(lineno)
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    columns = dict(zip(RAW_COLUMNS, zip(*rows, strict=True), strict=True))
+    return RawTable(path, UCI_LAYOUT, columns, {}, numbers)
 
 
-def read_csv_with_header(path: Path) -> tuple[pd.DataFrame, Layout]:
-    """Parse a user CSV whose first line names the 15 columns (any order, any known layout)."""
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: file is empty; expected a header line")
-        layout = resolve_columns(header, str(path))
-        names = [h.strip() for h in header]
-        by_canonical = {canonical: raw for raw, canonical in layout.mapping.items()}
-        index = [names.index(by_canonical[c]) for c in RAW_COLUMNS]
-        rows: list[list[str]] = []
-        numbers: list[int] = []
-        for fields in reader:
-            lineno = reader.line_num
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            if len(fields) != len(names):
-                raise DataError(
-                    f"{path}: line {lineno}: expected {len(names)} fields as in the header, "
-                    f"found {len(fields)}"
-                )
-            rows.append([fields[i] for i in index])
-            numbers.append(lineno)
-    return _rows_to_frame(rows, numbers, path), layout
+def _raw_header_csv(path: str, lines: list[str], need_label: bool) -> RawTable:
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{path}: file is empty; expected a header line")
+    layout = resolve_columns(header, path, need_label)
+    names = [h.strip() for h in header]
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for fields in reader:
+        lineno = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != len(names):
+            raise DataError(
+                f"{path}: line {lineno}: expected {len(names)} fields as in the header, "
+                f"found {len(fields)}"
+            )
+        rows.append(fields)
+        numbers.append(lineno)
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    cells = dict(zip(names, zip(*rows, strict=True), strict=True))
+    columns = {canonical: cells[raw] for raw, canonical in layout.mapping.items()}
+    extras = {raw: cells[raw] for raw in layout.ignored}
+    return RawTable(path, layout, columns, extras, numbers)
 
 
-def read_table_with_layout(path: Path) -> tuple[pd.DataFrame, Layout]:
-    """Either format, and the layout it was read with."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; expected a CSV file or a raw UCI file")
-    with path.open(newline="") as fh:
-        first = ""
-        for line in fh:
-            if line.strip() and not line.startswith("|"):
-                first = line
-                break
+def _raw_parquet(path: str, need_label: bool) -> RawTable:
+    import pyarrow.parquet as pq
+
+    fs, inner = _filesystem(path)
+    with fs.open_input_file(inner) as handle:
+        table = pq.read_table(handle)
+    layout = resolve_columns(table.column_names, path, need_label)
+    columns = {canonical: table.column(raw).to_numpy(zero_copy_only=False)
+               for raw, canonical in layout.mapping.items()}  # fmt: skip
+    extras = {raw: table.column(raw).to_numpy(zero_copy_only=False) for raw in layout.ignored}
+    return RawTable(path, layout, columns, extras, list(range(1, table.num_rows + 1)), "row")
+
+
+def raw_table(path: str, need_label: bool = True) -> RawTable:
+    """One file, any supported format: its cells, before validation."""
+    if _is_parquet(path):
+        return _raw_parquet(path, need_label)
+    lines = _read_lines(path)
+    first = next((ln for ln in lines if ln.strip() and not ln.startswith("|")), "")
     # A first line that names any known column is a header; raw UCI starts with data.
     names = {normalise_column(field) for field in first.split(",")}
     if names & set(RAW_COLUMNS):
-        return read_csv_with_header(path)
-    return read_uci(path), UCI_LAYOUT
+        return _raw_header_csv(path, lines, need_label)
+    return _raw_uci(path, lines)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read either format: CSV with a header line, or the raw UCI files."""
+def read_file(path: str) -> tuple[pd.DataFrame, Layout]:
+    """One file of labelled rows, validated (the first bad cell stops the run), and its layout."""
+    raw = raw_table(path)
+    return validate_columns(raw.columns, raw.where, path), raw.layout
+
+
+def read_for_scoring(path: str) -> tuple[pd.DataFrame, list[str]]:
+    """One file of rows to score: the valid rows (the label optional) with their extra columns
+    and `source_file` / `source_row`, and one message per invalid row (reported, not dropped).
+    """
+    raw = raw_table(path, need_label=False)
+    frame, good, errors = validate_columns(raw.columns, raw.where, path, collect=True)
+    for name, values in raw.extras.items():
+        frame[name] = pd.Series(values).iloc[good].reset_index(drop=True)
+    frame["source_file"] = path
+    frame["source_row"] = np.asarray(raw.numbers)[good]
+    return frame, errors
+
+
+def read_table_with_layout(path: Path | str) -> tuple[pd.DataFrame, Layout]:
+    """A file, folder, glob or URI: every file read and checked, rows concatenated in order."""
+    if isinstance(path, Path) and path.is_dir() and not list(path.glob("*")):
+        raise DataError(f"{path}: is an empty folder")
+    files = list_files(str(path))
+    frames, layouts = zip(*(read_file(f) for f in files), strict=True)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return frame, layouts[0]
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """Read either format: CSV with a header line, or the raw UCI files (or Parquet)."""
     return read_table_with_layout(path)[0]
 
 
@@ -423,12 +570,87 @@ def count_overlap(train: pd.DataFrame, test: pd.DataFrame) -> int:
     return int(np.isin(feature_hashes(test), feature_hashes(train)).sum())
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.exists() and b.exists() and a.resolve() == b.resolve()
+def _same_file(a: str, b: Path) -> bool:
+    return "://" not in a and Path(a).exists() and b.exists() and Path(a).resolve() == b.resolve()
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which rows of the training file (and of a test file) go to which split.
+
+    Computed from the labels alone, so a Ray run can apply it to blocks it never gathers:
+    index arrays into the training file's rows, in the order the split takes them.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray | None  # None: the test rows come from a test file, all of them
+
+
+def plan_splits(labels: np.ndarray, cfg: DataConfig, test_from_file: bool) -> SplitPlan:
+    """Stratified, seeded test (one file only) / subsample / validation splits."""
+    rest = np.arange(len(labels))
+    test = None
+    if not test_from_file:
+        rest, test = train_test_split(
+            rest, test_size=cfg.test_fraction, stratify=labels, random_state=cfg.seed
+        )
+    if cfg.subsample is not None and cfg.subsample < len(rest):
+        rest, _ = train_test_split(
+            rest, train_size=cfg.subsample, stratify=labels[rest], random_state=cfg.seed
+        )
+    train, val = train_test_split(
+        rest, test_size=cfg.val_fraction, stratify=labels[rest], random_state=cfg.seed
+    )
+    return SplitPlan(train, val, test)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files a config names, and what the overlap guard and the split need to know."""
+
+    train: str
+    test: str | None
+    provenance: dict[str, Any]
+
+
+def resolve_sources(cfg: DataConfig) -> Sources:
+    """Which training and test files; checksums of the shipped ones."""
+    shipped_train = cfg.data_dir / "adult.data"
+    shipped_test = cfg.data_dir / "adult.test"
+    train = str(cfg.train_path) if cfg.train_path else str(shipped_train)
+    shipped = cfg.train_path is None or _same_file(str(cfg.train_path), shipped_train)
+    test = str(cfg.test_path) if cfg.test_path else (str(shipped_test) if shipped else None)
+    if cfg.verify_checksums:
+        for path in {train, test or ""} & {str(shipped_train), str(shipped_test)}:
+            verify_checksum(Path(path))
+    provenance: dict[str, Any] = {"train_file": train, "notes": []}
+    return Sources(train, test, provenance)
+
+
+def check_overlap(overlap: int, n_test: int, sources: Sources, cfg: DataConfig) -> dict:
+    """The overlap guard: record the count, refuse above `max_test_overlap`."""
+    rate = overlap / max(n_test, 1)
+    if rate > cfg.max_test_overlap:
+        raise DataError(
+            f"{sources.test}: {overlap} of {n_test} test rows ({rate:.2%}) repeat rows of the "
+            f"training file {sources.train} (same 14 features); above the "
+            f"{cfg.max_test_overlap:.1%} limit (--max-test-overlap), the test figures would "
+            "be computed on training rows"
+        )
+    return {"rows": overlap, "of": n_test, "rate": round(rate, 6)}
+
+
+def describe_layout(provenance: dict[str, Any], key: str, layout: Layout, path: str) -> None:
+    provenance[f"{key}_layout"] = layout.describe()
+    if layout.ignored:
+        provenance["notes"].append(
+            f"{path}: ignored column(s) {list(layout.ignored)} (not Adult features)"
+        )
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Train / validation / test, and their provenance.
+    """Train / validation / test in this process, and their provenance.
 
     - the shipped adult.data (default): its stratified, seeded validation split and the
       official adult.test;
@@ -436,63 +658,35 @@ def load_splits(cfg: DataConfig) -> Splits:
       / test splits of it (`test_fraction`, `val_fraction`);
     - two files: yours. Whenever the test rows come from a file, those whose 14 features also
       occur in the training file are counted; above `max_test_overlap` the run stops.
+
+    `ray_app.dataset.load_datasets` does the same with Ray Data, from the same functions.
     """
-    shipped_train = cfg.data_dir / "adult.data"
-    shipped_test = cfg.data_dir / "adult.test"
-    train_path = cfg.train_path or shipped_train
-    shipped = cfg.train_path is None or _same_file(cfg.train_path, shipped_train)
-    test_path = cfg.test_path or (shipped_test if shipped else None)
-    if cfg.verify_checksums:
-        candidates = {train_path, *([test_path] if test_path else [])}
-        for path in {p for p in candidates if p in (shipped_train, shipped_test)}:
-            verify_checksum(path)
-    full, train_layout = read_table_with_layout(train_path)
-    provenance: dict[str, Any] = {
-        "train_file": str(train_path),
-        "train_layout": train_layout.describe(),
-        "notes": [],
-    }
-    if train_layout.ignored:
-        provenance["notes"].append(
-            f"{train_path}: ignored column(s) {list(train_layout.ignored)} (not Adult features)"
+    sources = resolve_sources(cfg)
+    provenance = sources.provenance
+    full, train_layout = read_table_with_layout(sources.train)
+    describe_layout(provenance, "train", train_layout, sources.train)
+    labels = full[LABEL_COLUMN].to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise DataError(
+            f"{sources.train}: both labels {list(LABELS)} must occur in the training data"
         )
-    if full[LABEL_COLUMN].nunique() < 2:
-        raise DataError(f"{train_path}: both labels {list(LABELS)} must occur in the training data")
-    if test_path is None:
-        rest, test = train_test_split(
-            full, test_size=cfg.test_fraction, stratify=full[LABEL_COLUMN], random_state=cfg.seed
-        )
+    if sources.test is None:
         provenance["test_source"] = (
-            f"split of {train_path} (test_fraction {cfg.test_fraction}, seed {cfg.seed})"
+            f"split of {sources.train} (test_fraction {cfg.test_fraction}, seed {cfg.seed})"
         )
     else:
-        rest = full
-        test, test_layout = read_table_with_layout(test_path)
-        overlap = count_overlap(full, test)
-        rate = overlap / max(len(test), 1)
-        provenance.update(
-            test_file=str(test_path),
-            test_layout=test_layout.describe(),
-            test_source=str(test_path),
-            test_overlap={"rows": overlap, "of": len(test), "rate": round(rate, 6)},
+        test, test_layout = read_table_with_layout(sources.test)
+        describe_layout(provenance, "test", test_layout, sources.test)
+        provenance.update(test_file=sources.test, test_source=sources.test)
+        provenance["test_overlap"] = check_overlap(
+            count_overlap(full, test), len(test), sources, cfg
         )
-        if rate > cfg.max_test_overlap:
-            raise DataError(
-                f"{test_path}: {overlap} of {len(test)} test rows ({rate:.2%}) repeat rows of the "
-                f"training file {train_path} (same 14 features); above the "
-                f"{cfg.max_test_overlap:.1%} limit (--max-test-overlap), the test figures would "
-                "be computed on training rows"
-            )
-    if cfg.subsample is not None and cfg.subsample < len(rest):
-        rest, _ = train_test_split(
-            rest, train_size=cfg.subsample, stratify=rest[LABEL_COLUMN], random_state=cfg.seed
-        )
-    train, val = train_test_split(
-        rest, test_size=cfg.val_fraction, stratify=rest[LABEL_COLUMN], random_state=cfg.seed
-    )
+    plan = plan_splits(labels, cfg, test_from_file=sources.test is not None)
+    if plan.test is not None:
+        test = full.iloc[plan.test]
     return Splits(
-        train=train.reset_index(drop=True),
-        val=val.reset_index(drop=True),
+        train=full.iloc[plan.train].reset_index(drop=True),
+        val=full.iloc[plan.val].reset_index(drop=True),
         test=test.reset_index(drop=True),
         provenance=provenance,
     )

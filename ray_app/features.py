@@ -31,6 +31,56 @@ def _normal_references(n: int) -> np.ndarray:
     return np.array([dist.inv_cdf(float(p)) for p in levels])
 
 
+def column_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    """Value counts per column of one block of training rows (mergeable: `merge_stats`).
+
+    Exact histograms: Adult's numeric columns take at most ~21k distinct values (fnlwgt), so
+    counts stay small however many rows there are; the quantiles computed from them are the
+    exact sample quantiles (numpy's linear interpolation).
+    """
+    categorical = {
+        c: {str(k): int(v) for k, v in frame[c].fillna(MISSING_TOKEN).value_counts().items()}
+        for c in CATEGORICAL_COLUMNS
+    }
+    numeric = {}
+    for c in NUMERIC_COLUMNS:
+        values, counts = np.unique(frame[c].to_numpy(dtype=np.float64), return_counts=True)
+        numeric[c] = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    return {"rows": len(frame), "categorical": categorical, "numeric": numeric}
+
+
+def merge_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Sum two blocks' value counts."""
+    out: dict[str, Any] = {"rows": a["rows"] + b["rows"], "categorical": {}, "numeric": {}}
+    for kind in ("categorical", "numeric"):
+        for column, counts in a[kind].items():
+            merged = dict(counts)
+            for value, n in b[kind][column].items():
+                merged[value] = merged.get(value, 0) + n
+            out[kind][column] = merged
+    return out
+
+
+def _sorted_counts(counts: Mapping[Any, int]) -> tuple[np.ndarray, np.ndarray]:
+    values = np.array([float(v) for v in counts], dtype=np.float64)
+    order = np.argsort(values)
+    return values[order], np.array(list(counts.values()), dtype=np.int64)[order]
+
+
+def _quantiles(values: np.ndarray, counts: np.ndarray, levels: np.ndarray) -> list[float]:
+    """np.quantile(..., method='linear') of the multiset `values` x `counts`."""
+    ends = np.cumsum(counts)  # position after the last copy of each value
+    h = (ends[-1] - 1) * levels
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, ends[-1] - 1)
+    a = values[np.searchsorted(ends, lo, side="right")]
+    b = values[np.searchsorted(ends, hi, side="right")]
+    t = h - lo
+    # numpy's _lerp: a + t (b - a), written from the nearer end for t >= 0.5.
+    out = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+    return [float(q) for q in out]
+
+
 @dataclass
 class Preprocessor:
     """Categorical vocabularies with an OOV bucket and per-column numeric scaling."""
@@ -53,22 +103,31 @@ class Preprocessor:
     @classmethod
     def fit(cls, train: pd.DataFrame, cfg: FeatureConfig) -> Preprocessor:
         """Learn vocabularies and scaling from the training split only."""
+        return cls.fit_stats(column_stats(train), cfg)
+
+    @classmethod
+    def fit_stats(cls, stats: dict[str, Any], cfg: FeatureConfig) -> Preprocessor:
+        """From merged per-column value counts (`column_stats` of each block, `merge_stats`):
+        the same figures as fitting on the whole frame, without holding it in one place."""
         vocab: dict[str, list[str]] = {}
         for column in CATEGORICAL_COLUMNS:
-            counts = train[column].fillna(MISSING_TOKEN).value_counts()
+            counts = stats["categorical"][column]
             vocab[column] = sorted(str(v) for v, n in counts.items() if n >= cfg.min_category_count)
         numeric: dict[str, dict[str, Any]] = {}
-        levels = np.linspace(0.0, 1.0, cfg.n_quantiles)
         for column in NUMERIC_COLUMNS:
-            values = train[column].to_numpy(dtype=np.float64)
-            stats: dict[str, Any] = {
-                "median": float(np.median(values)),
-                "mean": float(values.mean()),
-                "std": float(values.std() or 1.0),
+            values, counts = _sorted_counts(stats["numeric"][column])
+            total = counts.sum()
+            mean = float((values * counts).sum() / total)
+            std = float(np.sqrt((counts * (values - mean) ** 2).sum() / total))
+            column_stats_: dict[str, Any] = {
+                "median": _quantiles(values, counts, np.array([0.5]))[0],
+                "mean": mean,
+                "std": std or 1.0,
             }
             if cfg.numeric_scaling == "quantile_normal":
-                stats["quantiles"] = [float(q) for q in np.quantile(values, levels)]
-            numeric[column] = stats
+                levels = np.linspace(0.0, 1.0, cfg.n_quantiles)
+                column_stats_["quantiles"] = _quantiles(values, counts, levels)
+            numeric[column] = column_stats_
         return cls(numeric_scaling=cfg.numeric_scaling, vocab=vocab, numeric=numeric)
 
     # ---- transforming --------------------------------------------------------------------
@@ -103,9 +162,13 @@ class Preprocessor:
         x_cat = np.empty((n, len(CATEGORICAL_COLUMNS)), dtype=np.int64)
         for j, column in enumerate(CATEGORICAL_COLUMNS):
             lookup = self._lookup[column]
+            values = columns[column]
+            if isinstance(values, pd.Series) and values.dtype != object:
+                # Arrow-backed columns (Ray Data batches) hold pd.NA: plain objects, None.
+                values = values.astype(object).where(values.notna(), None)
             x_cat[:, j] = [
                 lookup.get(MISSING_TOKEN if v is None or v != v else str(v).strip(), OOV_INDEX)
-                for v in columns[column]
+                for v in values
             ]
         x_num = np.empty((n, len(NUMERIC_COLUMNS)), dtype=np.float32)
         for j, column in enumerate(NUMERIC_COLUMNS):

@@ -10,14 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import log_loss
 
 from ray_app import tracking
-from ray_app.artifacts import Scorer, load_model, save_bundle
+from ray_app.artifacts import save_bundle
 from ray_app.config import AppConfig
-from ray_app.data import FEATURE_COLUMNS, LABEL_COLUMN, Splits, load_splits, summarise
+from ray_app.data import FEATURE_COLUMNS, LABEL_COLUMN, Splits, load_splits
+from ray_app.dataset import (
+    SplitDatasets,
+    fit_preprocessor,
+    load_datasets,
+    model_ready,
+    score_dataset,
+    summarise_datasets,
+)
 from ray_app.errors import UserError
-from ray_app.evaluate import evaluate_predictions, gbdt_reference, write_plots
+from ray_app.evaluate import SLICE_COLUMNS, evaluate_predictions, gbdt_reference, write_plots
 from ray_app.features import Preprocessor
 from ray_app.train import EncodedData, train_distributed
 
@@ -34,13 +44,49 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_data(cfg: AppConfig) -> tuple[Splits, Preprocessor, EncodedData]:
-    """Load and validate, fit preprocessing on the training split, encode train/validation."""
+    """In this process (Katib trials, the plain loop): load and validate, fit preprocessing on
+    the training split, encode train/validation."""
     splits = load_splits(cfg.data)
     pre = Preprocessor.fit(splits.train, cfg.features)
     return splits, pre, EncodedData.from_splits(splits, pre)
 
 
-def _data_tags(splits: Splits) -> dict[str, str]:
+def prepare_datasets(cfg: AppConfig) -> tuple[SplitDatasets, Preprocessor, dict[str, Any]]:
+    """On Ray (train, tune): the same, with Ray Data; the driver never holds the rows. Returns
+    the raw split Datasets, the preprocessor and the encoded, materialized train/val."""
+    splits = load_datasets(cfg.data)
+    pre = fit_preprocessor(splits.train, cfg.features)
+    return splits, pre, model_ready(splits, pre)
+
+
+def _scored(dataset: Any, bundle: Path, version: str) -> pd.DataFrame:
+    """Probabilities of a bundle on a Dataset, with the label and slice columns only."""
+    columns = [LABEL_COLUMN, *SLICE_COLUMNS, "probability"]
+    return score_dataset(dataset, str(bundle), version).select_columns(columns).to_pandas()
+
+
+def _val_log_loss(splits: SplitDatasets) -> Callable[[Path], float]:
+    def loss_of(bundle: Path) -> float:
+        scored = _scored(splits.val, bundle, "val")
+        return float(log_loss(scored[LABEL_COLUMN], scored["probability"], labels=[0, 1]))
+
+    return loss_of
+
+
+def _gbdt_on_ray(splits: SplitDatasets, pre: Preprocessor, seed: int) -> dict[str, float]:
+    """The GBDT reference in a Ray task: the rows go there, not to the driver."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def run(train: Any, val: Any, test: Any) -> dict[str, float]:
+        frames = Splits(train.to_pandas(), val.to_pandas(), test.to_pandas())
+        return gbdt_reference(frames, pre, seed=seed)
+
+    result: dict[str, float] = ray.get(run.remote(splits.train, splits.val, splits.test))
+    return result
+
+
+def _data_tags(splits: SplitDatasets) -> dict[str, str]:
     """Where the rows came from, as searchable run tags."""
     prov = splits.provenance
     tags = {
@@ -69,7 +115,7 @@ def run_train_job(
 ) -> dict[str, Any]:
     """Train on Ray, evaluate on the official test split, log and register in MLflow."""
     progress("loading and validating data")
-    splits, pre, data = prepare_data(cfg)
+    splits, pre, data = prepare_datasets(cfg)
     for note in splits.provenance.get("notes", []):
         progress(note)
     prov = splits.provenance
@@ -83,7 +129,7 @@ def run_train_job(
         work = Path(tmp)
         params = _flatten("", json.loads(cfg.model_dump_json(exclude={"tracking"})), {})
         mlflow.log_params({k: str(v) for k, v in params.items()})
-        mlflow.log_dict(summarise(splits), "data/summary.json")
+        mlflow.log_dict(summarise_datasets(splits), "data/summary.json")
         mlflow.set_tags(_data_tags(splits))
         mlflow.log_artifact(str(pre.save(work / "preprocessor.json")), "preprocessor")
 
@@ -94,12 +140,12 @@ def run_train_job(
             skip = {"epoch", "epoch_end_unix"}
             mlflow.log_metrics({k: v for k, v in row.items() if k not in skip}, step=epoch)
 
-        progress("evaluating on the official test split")
+        progress("evaluating on the test split")
         bundle = save_bundle(work / "bundle", outcome.best_state, cfg.model, pre.cardinalities, pre)
-        scorer = Scorer(pre, load_model(bundle))
-        prob = scorer.predict_proba(splits.test)
-        report = evaluate_predictions(splits.test, prob)
-        gbdt = gbdt_reference(splits, pre, seed=cfg.train.seed)
+        scored = _scored(splits.test, bundle, "candidate")
+        prob = scored["probability"].to_numpy()
+        report = evaluate_predictions(scored, prob)
+        gbdt = _gbdt_on_ray(splits, pre, seed=cfg.train.seed)
         best = min(outcome.meta["history"], key=lambda r: r["val_log_loss"])
         summary_metrics = {
             **report["metrics"],
@@ -112,17 +158,21 @@ def run_train_job(
         }
         mlflow.log_metrics(summary_metrics)
         mlflow.log_dict({**report, "gbdt_reference": gbdt}, "evaluation/report.json")
-        for path in write_plots(splits.test[LABEL_COLUMN].to_numpy(), prob, work / "plots"):
+        for path in write_plots(scored[LABEL_COLUMN].to_numpy(), prob, work / "plots"):
             mlflow.log_artifact(str(path), "evaluation")
         mlflow.log_artifacts(str(bundle), "bundle")
 
         progress("logging the model to MLflow")
         registered = cfg.tracking.registered_model if cfg.tracking.register_model else None
-        info = tracking.log_pyfunc(bundle, tracking.input_example(splits.test), registered)
+        example = tracking.input_example(splits.test.limit(50).to_pandas())
+        info = tracking.log_pyfunc(bundle, example, registered)
         version = info.registered_model_version
         champion: dict[str, Any] = {}
         if version is not None:
-            champion = tracking.promote_if_better(cfg.tracking, str(version), scorer, splits.val)
+            loss_of = _val_log_loss(splits)
+            champion = tracking.promote_if_better(
+                cfg.tracking, str(version), loss_of(bundle), loss_of, splits.sizes()["val"]
+            )
             mlflow.log_dict(champion, "evaluation/promotion.json")
             if champion["previous_champion_val_log_loss"] is not None:
                 mlflow.log_metric(

@@ -155,7 +155,8 @@ def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
     """Serve `model_uri` with the RayService's Serve config (pinned version, in place)."""
     import yaml
 
-    from ray_app.serve import ServeArgs, pin, serve_config
+    from ray_app.serve import ServeArgs, serve_config
+    from ray_app.tracking import pin
 
     cfg, launcher = _launcher(launch)
     # The RayService's pods carry MLFLOW_TRACKING_URI; the local head's apps need it in args.

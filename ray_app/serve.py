@@ -28,6 +28,7 @@ from ray_app.api import create_api
 from ray_app.artifacts import PREPROCESSOR, load_model
 from ray_app.errors import UserError
 from ray_app.features import Preprocessor
+from ray_app.tracking import NoModelYet, pin
 
 logger = logging.getLogger("ray.serve")
 APP_NAME = "adult-income"
@@ -65,43 +66,6 @@ class ServeArgs(BaseModel):
     torch_threads: int = Field(1, ge=1)
     # Cold start: an alias that resolves to nothing yet is looked up again this often.
     model_poll_s: float = Field(30.0, gt=0.0, description="no model yet: registry poll period")
-
-
-class NoModelYet(UserError):
-    """The registry has no version behind the alias yet (a fresh MLflow): serve 'no-model'."""
-
-
-def _missing(exc: Exception) -> bool:
-    """MLflow's answers for a registered model or alias that does not exist (yet)."""
-    code = getattr(exc, "error_code", "")
-    text = str(exc)
-    return code == "RESOURCE_DOES_NOT_EXIST" or (
-        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
-    )
-
-
-def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
-    """(pinned URI, version): 'models:/m@champion' -> ('models:/m/3', '3').
-
-    'models:/m/3' stays as it is; other URIs (runs:/...) are their own version. A missing
-    alias raises NoModelYet; a missing pinned version is a real error (DEPLOY_FAILED).
-    """
-    if not uri.startswith("models:/") or "@" not in uri:
-        return uri, (uri.removeprefix("models:/").partition("/")[2] or uri)
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    name, alias = uri.removeprefix("models:/").split("@", 1)
-    try:
-        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        if _missing(exc):
-            raise NoModelYet(f"{uri}: no model version is registered under it yet") from None
-        raise
-    return f"models:/{name}/{version}", version
 
 
 def _uri_of(args: ServeArgs, version: str) -> str:

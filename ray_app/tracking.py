@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,7 @@ from mlflow.types import ColSpec, Schema
 
 from ray_app.artifacts import PREPROCESSOR, Scorer
 from ray_app.config import TrackingConfig
-from ray_app.data import (
-    CATEGORICAL_COLUMNS,
-    FEATURE_COLUMNS,
-    LABEL_COLUMN,
-    NUMERIC_COLUMNS,
-    normalise_column,
-)
+from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS, normalise_column
 from ray_app.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -105,6 +100,43 @@ def log_pyfunc(bundle_dir: Path, example: pd.DataFrame, registered_name: str | N
     )
 
 
+class NoModelYet(UserError):
+    """The registry has no version behind the alias yet (a fresh MLflow): serve 'no-model'."""
+
+
+def _missing(exc: Exception) -> bool:
+    """MLflow's answers for a registered model or alias that does not exist (yet)."""
+    code = getattr(exc, "error_code", "")
+    text = str(exc)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
+    )
+
+
+def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(pinned URI, version): 'models:/m@champion' -> ('models:/m/3', '3').
+
+    'models:/m/3' stays as it is; other URIs (runs:/...) are their own version. A missing
+    alias raises NoModelYet; a missing pinned version is a real error (DEPLOY_FAILED).
+    """
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri, (uri.removeprefix("models:/").partition("/")[2] or uri)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    try:
+        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise NoModelYet(f"{uri}: no model version is registered under it yet") from None
+        raise
+    return f"models:/{name}/{version}", version
+
+
 def registry_bundle(uri: str) -> Path:
     """The model bundle (weights + preprocessor JSON) of a logged model, downloaded."""
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
@@ -114,24 +146,22 @@ def registry_bundle(uri: str) -> Path:
     return bundle
 
 
-def _log_loss(scorer: Scorer, frame: pd.DataFrame) -> float:
-    from sklearn.metrics import log_loss
-
-    prob = scorer.predict_proba(frame[FEATURE_COLUMNS])
-    return float(log_loss(frame[LABEL_COLUMN].to_numpy(), prob, labels=[0, 1]))
-
-
 def promote_if_better(
-    cfg: TrackingConfig, version: str, challenger: Scorer, val: pd.DataFrame
+    cfg: TrackingConfig,
+    version: str,
+    challenger_loss: float,
+    loss_of: Callable[[Path], float],
+    rows: int,
 ) -> dict[str, Any]:
     """Move the champion alias to `version` only if it beats the champion on the same rows.
 
-    Both are scored on the challenger's validation split (the champion's own bundle, with its
-    own preprocessor): figures each model logged on its own split are not comparable when the
-    data or the split differ. A champion that cannot be re-scored is replaced (and says why).
+    `challenger_loss` is the challenger's log loss on its validation split; `loss_of(bundle)`
+    scores another model bundle on those same rows. The champion is scored through its own
+    bundle and preprocessor: figures each model logged on its own split are not comparable
+    when the data or the split differ. A champion that cannot be re-scored is replaced (and
+    the reason says why).
     """
     client = MlflowClient()
-    new_score = _log_loss(challenger, val)
     try:
         current = client.get_model_version_by_alias(cfg.registered_model, cfg.champion_alias)
     except MlflowException:
@@ -140,19 +170,19 @@ def promote_if_better(
     if current is not None:
         try:
             uri = f"models:/{cfg.registered_model}/{current.version}"
-            old_score = _log_loss(Scorer.from_bundle(registry_bundle(uri)), val)
+            old_score = loss_of(registry_bundle(uri))
             reason = "val log loss on the challenger's validation split"
         except Exception as exc:  # an unreadable champion is not a better model
             reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"
-    promoted = old_score is None or new_score < old_score
+    promoted = old_score is None or challenger_loss < old_score
     if promoted:
         client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version)
     return {
         "promoted": promoted,
         "champion_version": version if promoted else str(current.version),  # type: ignore[union-attr]
         "previous_champion_version": None if current is None else str(current.version),
-        "compared_on": f"challenger validation split ({len(val)} rows)",
-        "val_log_loss": new_score,
+        "compared_on": f"challenger validation split ({rows} rows)",
+        "val_log_loss": challenger_loss,
         "previous_champion_val_log_loss": old_score,
         "reason": reason,
     }

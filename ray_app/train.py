@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,9 +34,22 @@ TRAIN_META = "train_meta.json"
 OBJECTIVE = "val_log_loss"
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _writable(a: np.ndarray) -> torch.Tensor:
+    # Arrays from Ray's object store are read-only; torch wants writable memory.
+    return torch.from_numpy(np.require(a, requirements="W"))
+
+
 @dataclass
 class EncodedData:
-    """Model-ready arrays for the training and validation splits."""
+    """Model-ready arrays of this process's training rows and of the validation split.
+
+    In a Ray Train worker the training rows are the worker's own shard of the Dataset (each
+    worker a disjoint, equal share); in one process (a Tune trial, Katib, the plain loop) all
+    of them. Each epoch reshuffles them with a seed derived from the epoch.
+    """
 
     train_cat: np.ndarray
     train_num: np.ndarray
@@ -56,6 +70,61 @@ class EncodedData:
             val_num,
             splits.val[LABEL_COLUMN].to_numpy(np.float32),
         )
+
+    @classmethod
+    def from_iterators(cls, train: Any, val: Any, limit_bytes: float = float("inf")) -> Any:
+        """Cache a Ray Data iterator's rows (x_cat, x_num, y batches) in memory; None if they
+        do not fit in `limit_bytes` (the caller streams them instead)."""
+        val_arrays = _gather(val)
+        train_arrays = _gather(train, limit_bytes)
+        if val_arrays is None or train_arrays is None:
+            return None
+        return cls(*train_arrays, *val_arrays)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.train_y)
+
+    def epoch_batches(self, seed: int, batch: int) -> Any:
+        """This epoch's shuffled batches of (x_cat, x_num, y)."""
+        cat, num, y = _writable(self.train_cat), _writable(self.train_num), _writable(self.train_y)
+        perm = torch.from_numpy(np.random.default_rng(seed).permutation(self.n_rows))
+        for i in range(0, self.n_rows, batch):
+            idx = perm[i : i + batch]
+            yield cat[idx], num[idx], y[idx]
+
+
+def _gather(iterator: Any, limit_bytes: float = float("inf")) -> tuple | None:
+    parts: dict[str, list[np.ndarray]] = {"x_cat": [], "x_num": [], "y": []}
+    size = 0
+    for batch in iterator.iter_batches(batch_format="numpy", batch_size=65_536):
+        for key, part in parts.items():
+            part.append(batch[key])
+            size += batch[key].nbytes
+        if size > limit_bytes:
+            return None
+    if not parts["y"]:
+        raise UserError("a Ray Train worker got no rows: fewer rows than workers?")
+    return tuple(np.concatenate(parts[k]) for k in ("x_cat", "x_num", "y"))
+
+
+@dataclass
+class StreamedData:
+    """A shard too big to cache: streamed from the object store each epoch, shuffled through
+    a local buffer seeded by the epoch. Validation rows are cached (one split, not sharded)."""
+
+    shard: Any
+    val_cat: np.ndarray
+    val_num: np.ndarray
+    val_y: np.ndarray
+    shuffle_buffer: int = 20_000
+
+    def epoch_batches(self, seed: int, batch: int) -> Any:
+        for b in self.shard.iter_torch_batches(
+            batch_size=batch, local_shuffle_buffer_size=self.shuffle_buffer,
+            local_shuffle_seed=seed,
+        ):  # fmt: skip
+            yield b["x_cat"], b["x_num"], b["y"]
 
 
 @dataclass
@@ -151,7 +220,7 @@ class LoopResult:
     best_state: dict[str, torch.Tensor] | None
 
 
-def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResult:
+def train_loop(spec: LoopSpec, data: EncodedData | StreamedData, ctx: LoopContext) -> LoopResult:
     """Train with early stopping on val_log_loss; report every epoch."""
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.train.seed)
@@ -167,20 +236,8 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResul
         optimizer.load_state_dict(state["optimizer"])
         meta = state["meta"]
 
-    n_rows = len(data.train_y)
-    rows_per_worker = n_rows // ctx.world_size  # equal shards: DDP needs equal step counts
     local_batch = max(1, cfg.batch_size // ctx.world_size)  # global batch stays cfg.batch_size
-
-    # Arrays from Ray's object store are read-only; torch wants writable memory.
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.require(a, requirements="W"))
-
-    val_cat, val_num = tensor(data.val_cat), tensor(data.val_num)
-    train_cat, train_num, train_y = (
-        tensor(data.train_cat),
-        tensor(data.train_num),
-        tensor(data.train_y),
-    )
+    val_cat, val_num = _writable(data.val_cat), _writable(data.val_num)
 
     for epoch in range(meta["epoch"] + 1, cfg.max_epochs + 1):
         if meta["bad_epochs"] >= cfg.patience:
@@ -189,19 +246,17 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResul
         if cfg.lr_schedule == "cosine":  # per-epoch decay; a resumed run recomputes it
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.max_epochs))
-        # Same permutation on every rank (seeded by epoch), then a disjoint slice per rank.
-        perm = np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(n_rows)
-        shard = torch.from_numpy(perm[ctx.world_rank :: ctx.world_size][:rows_per_worker])
         model.train()
-        total = 0.0
-        for i in range(0, rows_per_worker, local_batch):
-            idx = shard[i : i + local_batch]
-            logits = model(train_cat[idx], train_num[idx])
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, train_y[idx])
+        total, rows = 0.0, 0
+        # This worker's rows (its equal shard under DDP), reshuffled with a per-epoch seed.
+        for x_cat, x_num, y in data.epoch_batches(cfg.seed * 100_003 + epoch, local_batch):
+            logits = model(x_cat, x_num)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
+            total += loss.item() * len(y)
+            rows += len(y)
         train_time = time.perf_counter() - start
         if (
             spec.fault_marker
@@ -217,10 +272,12 @@ def train_loop(spec: LoopSpec, data: EncodedData, ctx: LoopContext) -> LoopResul
         metrics = _evaluate(model, val_cat, val_num, data.val_y)
         metrics.update(
             epoch=epoch,
-            train_loss=total / max(1, rows_per_worker),
+            train_loss=total / max(1, rows),
             train_time_s=train_time,
             epoch_time_s=time.perf_counter() - start,
             epoch_end_unix=time.time(),  # wall clock, for start-up vs per-epoch accounting
+            rows=rows,  # this worker's training rows this epoch
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
         best = meta["best_val_log_loss"]
         improved = best is None or metrics[OBJECTIVE] < best - 1e-6
@@ -330,11 +387,25 @@ class TuneTrialContext:
         return True
 
 
-def _ray_train_worker(config: dict[str, Any]) -> None:
-    """Entry point of each Ray Train worker."""
-    import ray
+def worker_data(train: Any, val: Any, cache_mb: float) -> EncodedData | StreamedData:
+    """A worker's rows: cached in memory when they fit in `cache_mb`, else streamed."""
+    cached = EncodedData.from_iterators(train, val, cache_mb * 2**20)
+    if cached is not None:
+        return cached
+    val_arrays = _gather(val)
+    assert val_arrays is not None
+    return StreamedData(train, *val_arrays)
 
-    data = ray.get(config["data_ref"])
+
+def _ray_train_worker(config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker: its shard of `train`, all of `val`."""
+    import ray.train
+
+    data = worker_data(
+        ray.train.get_dataset_shard("train"),
+        ray.train.get_dataset_shard("val"),
+        config["cache_mb"],
+    )
     train_loop(config["spec"], data, RayTrainContext())
 
 
@@ -351,12 +422,16 @@ class TrainOutcome:
 
 def make_trainer(
     cfg: AppConfig,
-    data_ref: Any,
+    datasets: dict[str, Any],
     cardinalities: list[int],
     run_name: str,
     callbacks: list[Any] | None = None,
 ) -> Any:
-    """The one TorchTrainer definition: used by `ray-app train` and by distributed Tune trials."""
+    """The one TorchTrainer definition: used by `ray-app train` and by distributed Tune trials.
+
+    `datasets`: the materialized, encoded `train` (split into equal shards, one per worker)
+    and `val` (given whole to every worker) Ray Datasets.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -376,7 +451,9 @@ def make_trainer(
     )
     return TorchTrainer(
         _ray_train_worker,
-        train_loop_config={"spec": spec, "data_ref": data_ref},
+        train_loop_config={"spec": spec, "cache_mb": cfg.ray.shard_cache_mb},
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
@@ -397,13 +474,12 @@ def make_trainer(
 
 
 def train_distributed(
-    cfg: AppConfig, data: EncodedData, cardinalities: list[int], run_name: str
+    cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int], run_name: str
 ) -> TrainOutcome:
     """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP); fetch the best model."""
-    import ray
     import ray.train
 
-    trainer = make_trainer(cfg, ray.put(data), cardinalities, run_name)
+    trainer = make_trainer(cfg, datasets, cardinalities, run_name)
     start = time.perf_counter()
     try:
         result = trainer.fit()

@@ -16,15 +16,15 @@ import mlflow
 from ray_app import tracking
 from ray_app.config import AppConfig
 from ray_app.errors import UserError
-from ray_app.jobs import Progress, prepare_data, run_name, run_train_job
+from ray_app.jobs import Progress, prepare_datasets, run_name, run_train_job
 from ray_app.search import apply_params, search_space, trial_config, tune_param_space
 from ray_app.train import (
     OBJECTIVE,
-    EncodedData,
     LoopSpec,
     TuneTrialContext,
     make_trainer,
     train_loop,
+    worker_data,
 )
 
 PARENT_RUN_FILE = "mlflow_parent_run.json"
@@ -64,25 +64,33 @@ def mlflow_logger(tracking_uri: str, experiment: str, parent_id: str, search: st
 
 
 def _trial(
-    params: dict[str, Any], data: EncodedData, base: dict[str, Any], cardinalities: list[int]
+    params: dict[str, Any],
+    datasets: dict[str, Any],
+    base: dict[str, Any],
+    cardinalities: list[int],
 ) -> None:
-    """One Tune trial: the shared loop in-process, or a TorchTrainer reporting back to Tune."""
+    """One Tune trial: the shared loop in-process, or a TorchTrainer reporting back to Tune.
+
+    Every trial reads the same materialized Datasets (blocks in the object store once).
+    """
     cfg = trial_config(AppConfig.model_validate(base), params)
     workers = cfg.search.workers_per_trial
     if workers == 0:
         spec = LoopSpec(cfg.model, cfg.train, cardinalities, threads=cfg.ray.cpus_per_worker)
+        data = worker_data(
+            datasets["train"].iterator(), datasets["val"].iterator(), cfg.ray.shard_cache_mb
+        )
         train_loop(spec, data, TuneTrialContext())
         return
-    import ray
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg.ray.num_workers = workers
     name = f"{tune.get_context().get_trial_name()}-train"
-    make_trainer(cfg, ray.put(data), cardinalities, name, [TuneReportCallback()]).fit()
+    make_trainer(cfg, datasets, cardinalities, name, [TuneReportCallback()]).fit()
 
 
-def run_search(cfg: AppConfig, data: EncodedData, cardinalities: list[int], name: str,
+def run_search(cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int], name: str,
                callbacks: list[Any] | None = None) -> Any:  # fmt: skip
     """Run (or resume) the Tune experiment `name`; returns Tune's ResultGrid."""
     from ray import tune
@@ -91,7 +99,9 @@ def run_search(cfg: AppConfig, data: EncodedData, cardinalities: list[int], name
 
     search = cfg.search
     base = cfg.model_dump(mode="json")
-    trainable = tune.with_parameters(_trial, data=data, base=base, cardinalities=cardinalities)
+    trainable = tune.with_parameters(
+        _trial, datasets=datasets, base=base, cardinalities=cardinalities
+    )
     # In-process trials take one CPU each; a distributed trial only coordinates (Tune refuses
     # an empty resource request) and leaves the CPUs to its Train workers.
     cpus = cfg.ray.cpus_per_worker if search.workers_per_trial == 0 else 0.01
@@ -165,7 +175,7 @@ def summarise_grid(grid: Any) -> dict[str, Any]:
 def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[str, Any]:
     """Search with ASHA (trials as nested MLflow runs), then retrain the best with Ray Train."""
     progress("loading and validating data")
-    _, pre, data = prepare_data(cfg)
+    _, pre, datasets = prepare_datasets(cfg)
     tracking.configure(cfg.tracking)
     name = cfg.search.name or run_name("tune")
     storage = Path(cfg.ray.storage_path).resolve() / name
@@ -184,7 +194,7 @@ def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[st
         )
         progress(f"searching: {cfg.search.num_samples} trials, {cfg.search.scheduler}")
         start = time.perf_counter()
-        grid = run_search(cfg, data, pre.cardinalities, name, [callback])
+        grid = run_search(cfg, datasets, pre.cardinalities, name, [callback])
         ended = grid.num_terminated + grid.num_errors
         if ended < cfg.search.num_samples:
             # Tune returns normally after a stop signal: a partial search must not look done.

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import log_loss
 
 from ray_app import tracking
 from ray_app.artifacts import Scorer, build_model, load_model, save_bundle
@@ -39,6 +40,18 @@ def _register(cfg: TrackingConfig, scorer: Scorer, work: Path, logged_val_loss: 
     return str(info.registered_model_version)
 
 
+def _promote(cfg: TrackingConfig, version: str, challenger: Scorer, val) -> dict:
+    """promote_if_better with both models scored on `val` in this process."""
+
+    def loss_of(bundle: Path) -> float:
+        prob = Scorer.from_bundle(bundle).predict_proba(val[FEATURE_COLUMNS])
+        return float(log_loss(val["income"], prob, labels=[0, 1]))
+
+    own = float(log_loss(val["income"], challenger.predict_proba(val[FEATURE_COLUMNS]),
+                         labels=[0, 1]))  # fmt: skip
+    return tracking.promote_if_better(cfg, version, own, loss_of, len(val))
+
+
 def _untrained(splits) -> Scorer:
     pre = Preprocessor.fit(splits.train, FeatureConfig())
     return Scorer(pre, build_model(ModelConfig(), pre.cardinalities).eval())
@@ -61,7 +74,7 @@ def test_a_champion_from_other_data_is_replaced_by_a_better_model_on_the_same_sp
     MlflowClient().set_registered_model_alias(registry.registered_model, "champion", v1)
     challenger = _trained(small_splits)
     v2 = _register(registry, challenger, tmp_path / "v2", logged_val_loss=0.33)
-    result = tracking.promote_if_better(registry, v2, challenger, small_splits.val)
+    result = _promote(registry, v2, challenger, small_splits.val)
     # The old rule (0.33 logged vs 0.10 logged) kept the untrained v1.
     assert result["promoted"] is True and result["champion_version"] == v2
     assert result["previous_champion_version"] == v1
@@ -82,12 +95,10 @@ def test_a_worse_challenger_leaves_the_alias_and_a_better_one_takes_it(
 ):
     good = _trained(small_splits)
     v1 = _register(registry, good, tmp_path / "v1", logged_val_loss=0.35)
-    assert tracking.promote_if_better(registry, v1, good, small_splits.val)["reason"] == (
-        "no champion yet"
-    )
+    assert _promote(registry, v1, good, small_splits.val)["reason"] == ("no champion yet")
     worse = _untrained(small_splits)
     v2 = _register(registry, worse, tmp_path / "v2", logged_val_loss=0.01)
-    result = tracking.promote_if_better(registry, v2, worse, small_splits.val)
+    result = _promote(registry, v2, worse, small_splits.val)
     assert result["promoted"] is False and result["champion_version"] == v1
     cfg = AppConfig()
     cfg.train.max_epochs = 6  # longer training: better on the same rows
@@ -96,6 +107,6 @@ def test_a_worse_challenger_leaves_the_alias_and_a_better_one_takes_it(
     spec = LoopSpec(cfg.model, cfg.train, pre.cardinalities)
     better = Scorer.from_state(pre, cfg.model, train_loop(spec, data, LocalContext()).best_state)
     v3 = _register(registry, better, tmp_path / "v3", logged_val_loss=0.9)
-    result = tracking.promote_if_better(registry, v3, better, small_splits.val)
+    result = _promote(registry, v3, better, small_splits.val)
     assert result["val_log_loss"] < result["previous_champion_val_log_loss"]
     assert result["promoted"] is True and result["champion_version"] == v3
