@@ -79,7 +79,11 @@ class Scorer:
 
     @torch.inference_mode()
     def predict_encoded(self, x_cat: np.ndarray, x_num: np.ndarray) -> np.ndarray:
-        logits = self.model(torch.from_numpy(x_cat), torch.from_numpy(x_num))
+        # In chunks of 32k rows: a single pass holds every row's embeddings at once.
+        cat, num = torch.from_numpy(x_cat), torch.from_numpy(x_num)
+        chunks = [self.model(cat[i : i + 32_768], num[i : i + 32_768])
+                  for i in range(0, len(cat), 32_768)]  # fmt: skip
+        logits = torch.cat(chunks) if chunks else torch.empty(0)
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:

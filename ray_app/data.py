@@ -302,8 +302,11 @@ def _cell_problems(column: str, values: Any) -> tuple[pd.Series, pd.Series, list
     series = pd.Series(values)
     if column in NUMERIC_COLUMNS:
         if pd.api.types.is_numeric_dtype(series):
-            text = series.astype(str)
             number = series.astype("float64")
+            text = number.iloc[:0].astype(str)  # filled below for bad rows only
+            bad_rows = np.flatnonzero(~np.isfinite(number.to_numpy()) | (number < 0).to_numpy())
+            text = pd.Series({i: str(series.iloc[i]) for i in bad_rows}, dtype=object)
+            text = text.reindex(range(len(series)), fill_value="")
         else:
             text = series.astype(object).astype(str).str.strip()
             number = pd.to_numeric(text.where(~text.isin(MISSING_TOKENS)), errors="coerce")
@@ -332,9 +335,24 @@ def _cell_problems(column: str, values: Any) -> tuple[pd.Series, pd.Series, list
         for i in np.flatnonzero(bad):
             problems[i] = f"unknown label {text.iloc[i]!r}; expected one of {list(LABELS)}"
         return (label == POSITIVE_LABEL).astype("int64"), pd.Series(bad), problems
-    text = series.astype(object).map(lambda v: None if v is None or v != v else str(v).strip())
-    typed = text.where(~text.isin(MISSING_TOKENS), None).astype("object")
+    typed = pd.Series(_categories(values), dtype=object)
     return typed, pd.Series(np.zeros(len(series), dtype=bool)), [None] * len(series)
+
+
+def _categories(values: Any) -> np.ndarray:
+    """Strings stripped, '' / '?' / null -> None: vectorised in Arrow (C++), not per cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    series = pd.Series(values, dtype=object)
+    try:
+        array = pa.array(series, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers in a category column: as text
+        array = pa.array(series.map(lambda v: None if pd.isna(v) else str(v)), type=pa.string())
+    stripped = pc.utf8_trim_whitespace(array)
+    missing = pc.fill_null(pc.is_in(stripped, pa.array(sorted(MISSING_TOKENS))), True)
+    result: np.ndarray = pc.if_else(missing, None, stripped).to_numpy(zero_copy_only=False)
+    return result
 
 
 def validate_columns(columns: dict[str, Any], where: Any, path: str, collect: bool = False) -> Any:
@@ -589,7 +607,7 @@ class SplitPlan:
 
 def plan_splits(labels: np.ndarray, cfg: DataConfig, test_from_file: bool) -> SplitPlan:
     """Stratified, seeded test (one file only) / subsample / validation splits."""
-    rest = np.arange(len(labels))
+    rest = np.arange(len(labels), dtype=np.int32 if len(labels) < 2**31 else np.int64)
     test = None
     if not test_from_file:
         rest, test = train_test_split(

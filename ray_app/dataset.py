@@ -39,6 +39,8 @@ from ray_app.features import Preprocessor, column_stats, merge_stats
 
 # Encoded columns of the model-ready Datasets: x_cat int64 [8], x_num float32 [6], y float32.
 ENCODED = ("x_cat", "x_num", "y")
+# Batch scoring's block size: enough blocks for every actor, few enough to keep overhead low.
+BLOCK_ROWS = 100_000
 
 
 @dataclass
@@ -77,6 +79,16 @@ def _read_remote() -> Any:
         return pa.Table.from_pandas(frame, preserve_index=False), meta
 
     return read
+
+
+def _plan_remote() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def plan(labels: np.ndarray, cfg: DataConfig, test_from_file: bool) -> Any:
+        return plan_splits(labels, cfg, test_from_file)
+
+    return plan
 
 
 def _take_remote() -> Any:
@@ -137,7 +149,9 @@ def load_datasets(cfg: DataConfig) -> SplitDatasets:
         n_test = sum(m["rows"] for m in test_meta)
         provenance.update(test_file=sources.test, test_source=sources.test)
         provenance["test_overlap"] = check_overlap(int(overlap.sum()), n_test, sources, cfg)
-    plan = plan_splits(labels, cfg, test_from_file=sources.test is not None)
+    # In a task: sklearn's stratified split needs ~80 bytes a row while it runs, which would
+    # be most of the driver's memory at 100x; the driver keeps the int32 indices it returns.
+    plan = get(_plan_remote().remote(labels, cfg, sources.test is not None))
     # Global row indices -> each file's own, keeping the order the split took them in.
     offsets = np.cumsum([0, *(m["rows"] for m in meta)])
     take = _take_remote()
@@ -227,13 +241,19 @@ class BundleScorer:
         self.scorer = Scorer.from_bundle(bundle_dir)  # type: ignore[arg-type]
         self.version = model_version
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        prob = self.scorer.predict_proba(batch[FEATURE_COLUMNS])
-        out = batch.copy()
-        out["probability"] = prob
-        out["label"] = np.where(prob >= 0.5, ">50K", "<=50K")
-        out["model_version"] = self.version
-        return out
+    def __call__(self, batch: Any) -> Any:
+        """An Arrow batch in, the same batch with probability, label and model_version out
+        (Arrow, not pandas: Ray Data's Arrow-backed pandas columns cost more than the model)."""
+        import pyarrow as pa
+
+        columns = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in FEATURE_COLUMNS}
+        prob = self.scorer.predict_encoded(*self.scorer.preprocessor.transform(columns))
+        labels = np.where(prob >= 0.5, ">50K", "<=50K")
+        return (
+            batch.append_column("probability", pa.array(prob))
+            .append_column("label", pa.array(labels))
+            .append_column("model_version", pa.array([self.version] * len(prob)))
+        )
 
 
 def score_dataset(dataset: Any, bundle_dir: str, version: str, actors: int = 1) -> Any:
@@ -241,8 +261,8 @@ def score_dataset(dataset: Any, bundle_dir: str, version: str, actors: int = 1) 
     return dataset.map_batches(
         BundleScorer,
         fn_constructor_args=(bundle_dir, version),
-        batch_format="pandas",
-        batch_size=4096,
+        batch_format="pyarrow",
+        batch_size=16_384,
         concurrency=actors,
         num_cpus=1,
     )
@@ -271,14 +291,27 @@ def predict_files(
     pairs: list[Any] = [read.remote(path) for path in list_files(source)]
     # File-level problems (no header, a missing column) stop here, before anything is written.
     infos: list[dict[str, Any]] = get([info for _, info in pairs])
-    scored = score_dataset(ray.data.from_arrow_refs([t for t, _ in pairs]), bundle_dir, version,
-                           actors)  # fmt: skip
+    rows = sum(info["rows"] for info in infos)
+
+    @ray.remote
+    def chunk(table: Any, start: int, length: int) -> Any:
+        return table.slice(start, length)
+
+    # Blocks of at most 100k rows (not one per file), so every actor has work. Cut here, by
+    # tasks that run before the scoring actors hold the CPUs: Dataset.repartition() upstream
+    # of them waited for a CPU forever on this 2-CPU machine.
+    blocks = [
+        chunk.remote(table, start, BLOCK_ROWS)
+        for (table, _), info in zip(pairs, infos, strict=True)
+        for start in range(0, info["rows"], BLOCK_ROWS)
+    ]
+    ray.wait(blocks, num_returns=len(blocks))
+    scored = score_dataset(ray.data.from_arrow_refs(blocks), bundle_dir, version, actors)  # type: ignore[arg-type]
     if fmt == "csv":
         scored.write_csv(out)
     else:
         scored.write_parquet(out)
     errors = [e for info in infos for e in info["errors"]]
-    rows = sum(info["rows"] for info in infos)
     wall = time.perf_counter() - start
     bad_file = None
     if errors:

@@ -32,6 +32,7 @@ from ray_app.features import Preprocessor
 TRAIN_STATE = "train_state.pt"
 TRAIN_META = "train_meta.json"
 OBJECTIVE = "val_log_loss"
+EVAL_ROWS = 32_768
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -198,7 +199,10 @@ def _evaluate(model: nn.Module, x_cat: torch.Tensor, x_num: torch.Tensor, y: np.
     y_t = torch.from_numpy(np.require(y, requirements="W"))
     model.eval()
     with torch.inference_mode():
-        logits = _unwrap(model)(x_cat, x_num)
+        # In chunks: one forward pass over a large validation split would hold every row's
+        # PLR embedding at once (gigabytes at 100x Adult).
+        logits = torch.cat([_unwrap(model)(x_cat[i : i + EVAL_ROWS], x_num[i : i + EVAL_ROWS])
+                            for i in range(0, len(y_t), EVAL_ROWS)])  # fmt: skip
         loss = nn.functional.binary_cross_entropy_with_logits(logits, y_t).item()
         prob = torch.sigmoid(logits).numpy()
     pred = (prob >= 0.5).astype(np.float32)
@@ -277,6 +281,7 @@ def train_loop(spec: LoopSpec, data: EncodedData | StreamedData, ctx: LoopContex
             epoch_time_s=time.perf_counter() - start,
             epoch_end_unix=time.time(),  # wall clock, for start-up vs per-epoch accounting
             rows=rows,  # this worker's training rows this epoch
+            workers=ctx.world_size,
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
         best = meta["best_val_log_loss"]
