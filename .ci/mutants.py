@@ -83,6 +83,14 @@ MUTANTS = [
         ("tests/test_launch.py",),
     ),
     Mutant(
+        "no-state-api",
+        "distributed Tune trials do not hang: a stopped trial's worker group is freed",
+        "ray_app/runtime.py",
+        '    ray.init(address="local", include_dashboard=True, log_to_driver=True)\n',
+        '    ray.init(address="local", include_dashboard=False, log_to_driver=True)  # mutant\n',
+        ("tests/test_tune.py::test_distributed_trials_run_a_two_worker_group_each_on_two_cpus",),
+    ),
+    Mutant(
         "test-overlap",
         "a test file that repeats training rows is refused",
         "ray_app/data.py",

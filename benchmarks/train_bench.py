@@ -77,7 +77,7 @@ def main() -> None:
         **_test_metrics(pre, cfg, plain.best_state, splits),
     }
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
         # The Ray runners read the same rows through Ray Data (the path `ray-app train` uses).
         datasets = model_ready(load_datasets(cfg.data), pre)

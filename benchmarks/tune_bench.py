@@ -41,7 +41,7 @@ def main() -> None:
     cfg.search.max_epochs = args.epochs
     cfg.search.seed = args.seed
     runs: dict[str, dict[str, Any]] = {}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
         _, pre, datasets = prepare_datasets(cfg)
         train_rows = datasets["train"].count()

@@ -468,6 +468,7 @@ def serve(
     tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
     host: Annotated[str, typer.Option(help="HTTP host")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """`serve run` the Serve config locally (a local Ray is started), on embedded defaults."""
     import os
@@ -488,7 +489,11 @@ def serve(
     path.write_text(render_config(doc))
     serve_bin = shutil.which("serve") or str(Path(sys.executable).parent / "serve")
     err.print(f"serve run {path}  ->  http://{host}:{port}/docs")
-    os.execve(serve_bin, [serve_bin, "run", str(path)], {**os.environ, **SERVE_ENV})
+    # "local": a fresh Ray, never the cluster a leftover /tmp/ray/ray_current_cluster names
+    # (serve run's own default joins it, and hangs for minutes when that head is dead).
+    address = ray_address or "local"
+    os.execve(serve_bin, [serve_bin, "run", "--address", address, str(path)],
+              {**os.environ, **SERVE_ENV})  # fmt: skip
 
 
 @app.command()

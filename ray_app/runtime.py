@@ -15,6 +15,10 @@ def ensure_ray(cfg: RayConfig) -> str:
         ray.init(address=cfg.address, log_to_driver=True)
         return cfg.address
     # Embedded default: a fresh local Ray sized to this machine ("local": never the cluster a
-    # leftover /tmp/ray/ray_current_cluster names, which may be dead); no dashboard.
-    ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    # leftover /tmp/ray/ray_current_cluster names, which may be dead). With its dashboard (on
+    # 127.0.0.1): without it Ray loads no State API, and Ray Train's PlacementGroupCleaner, which
+    # asks the State API whether a Train controller is alive, never frees the worker group of a
+    # controller that was killed (a Tune trial stopped by ASHA): the CPUs stayed reserved and the
+    # next distributed trial waited for ever. See ray/_private/services.py (modules-to-load).
+    ray.init(address="local", include_dashboard=True, log_to_driver=True)
     return "local"

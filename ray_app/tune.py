@@ -90,6 +90,40 @@ def _trial(
     make_trainer(cfg, datasets, cardinalities, name, [TuneReportCallback()]).fit()
 
 
+def trial_resources(cfg: AppConfig) -> dict[str, float]:
+    """What a trial reserves: a CPU for an in-process trial, next to nothing for a distributed one.
+
+    A distributed trial only coordinates: its TorchTrainer's controller asks for 0 CPUs and its
+    worker group reserves a placement group of its own. Any CPU the trial held itself (0.01 was
+    used) left a node that fraction short of a whole worker group: on 2 CPUs a 2-worker group
+    never placed and Ray Train retried its start every 60 s for ever (the hang of the
+    workers-per-trial test). Tune refuses an empty bundle, so the trial holds 1 byte of memory.
+    """
+    if cfg.search.workers_per_trial == 0:
+        return {"CPU": cfg.ray.cpus_per_worker}
+    return {"CPU": 0, "memory": 1}
+
+
+def concurrent_trials(cfg: AppConfig) -> int:
+    """Trials at once: `max_concurrent`, and for distributed trials no more worker groups than
+    the cluster's CPUs (and GPUs) hold when the search starts.
+
+    Tune cannot see the worker groups its trials start, so it would start trials whose groups
+    then wait (Ray Train retries a start that finds no resources every 60 s). On an autoscaling
+    cluster the cap is what is up at the start: set the worker group's minReplicas to cover it.
+    """
+    import ray
+
+    search = cfg.search
+    if search.workers_per_trial == 0:
+        return search.max_concurrent
+    total = ray.cluster_resources()
+    caps = [int(total.get("CPU", 0) // (search.workers_per_trial * cfg.ray.cpus_per_worker))]
+    if cfg.ray.use_gpu:
+        caps.append(int(total.get("GPU", 0) // search.workers_per_trial))
+    return max(1, min([search.max_concurrent, *caps]))
+
+
 def run_search(cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int], name: str,
                callbacks: list[Any] | None = None) -> Any:  # fmt: skip
     """Run (or resume) the Tune experiment `name`; returns Tune's ResultGrid."""
@@ -102,10 +136,7 @@ def run_search(cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int
     trainable = tune.with_parameters(
         _trial, datasets=datasets, base=base, cardinalities=cardinalities
     )
-    # In-process trials take one CPU each; a distributed trial only coordinates (Tune refuses
-    # an empty resource request) and leaves the CPUs to its Train workers.
-    cpus = cfg.ray.cpus_per_worker if search.workers_per_trial == 0 else 0.01
-    trainable = tune.with_resources(trainable, {"CPU": cpus})
+    trainable = tune.with_resources(trainable, trial_resources(cfg))
     storage = Path(cfg.ray.storage_path).resolve()
     path = storage / name
     if search.resume:
@@ -132,7 +163,7 @@ def run_search(cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int
                 num_samples=search.num_samples,
                 # Seeded sampling: the same configs for the same seed (ASHA vs full budget).
                 search_alg=BasicVariantGenerator(
-                    random_state=search.seed, max_concurrent=search.max_concurrent
+                    random_state=search.seed, max_concurrent=concurrent_trials(cfg)
                 ),
             ),
             run_config=tune.RunConfig(
@@ -192,7 +223,9 @@ def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[st
         callback = mlflow_logger(
             cfg.tracking.tracking_uri, cfg.tracking.experiment, parent.info.run_id, name
         )
-        progress(f"searching: {cfg.search.num_samples} trials, {cfg.search.scheduler}")
+        at_once = concurrent_trials(cfg)
+        search = f"{cfg.search.num_samples} trials, {cfg.search.scheduler}, {at_once} at once"
+        progress(f"searching: {search}")
         start = time.perf_counter()
         grid = run_search(cfg, datasets, pre.cardinalities, name, [callback])
         ended = grid.num_terminated + grid.num_errors
@@ -204,6 +237,7 @@ def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[st
                 f"ray-app tune --name {name} --resume (and the same options)"
             )
         summary = summarise_grid(grid)
+        summary["concurrent_trials"] = at_once
         summary["search_wall_s"] = time.perf_counter() - start
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})
         mlflow.log_dict(summary, "search/summary.json")

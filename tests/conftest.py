@@ -126,8 +126,9 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
                 time.sleep(1)
         yield url, env
     finally:
-        # `ray start --block` stops its children on SIGTERM; the tree kill is the fallback.
-        stop_group(proc, signal.SIGTERM, 20)
+        # `ray start --block` stops its children on SIGTERM, but took the whole 20 s it was
+        # given in every test: 5 s, then the tree kill (a throwaway head, its temp dir removed).
+        stop_group(proc, signal.SIGTERM, 5)
         # Orphans (HAProxy respawned on reload is re-parented to init) still carry this head's
         # unique token in their environment: that identifies them by PID, and only them.
         for pid in with_env(f"RAY_AUTH_TOKEN={env['RAY_AUTH_TOKEN']}"):
@@ -166,9 +167,14 @@ def quick_cfg(tmp_path: Path) -> AppConfig:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A real local Ray (2 CPUs) for the module; shut down afterwards."""
+    """A real local Ray for the module, started the way `ray-app` starts one (`ensure_ray`: a
+    fresh instance with the dashboard's State API, which Ray Train's placement-group cleaner
+    needs; 2 CPUs here and in CI); shut down afterwards."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from ray_app.config import RayConfig
+    from ray_app.runtime import ensure_ray
+
+    assert ensure_ray(RayConfig()) == "local"
     yield ray
     ray.shutdown()

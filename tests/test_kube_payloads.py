@@ -60,8 +60,9 @@ def head(tmp_path_factory):
         yield {"url": url, "env": head_env, "work": work, "serve_port": free_port()}
 
 
-def _submit(head: dict, job: dict, name: str) -> dict:
-    """`ray job submit` of a RayJob's entrypoint + runtimeEnvYAML; returns the JSON result."""
+def _submit(head: dict, job: dict, name: str, *extra: str) -> dict:
+    """`ray job submit` of a RayJob's entrypoint (+ `extra` options) and runtimeEnvYAML;
+    returns the JSON result."""
     runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
     assert set(runtime_env["env_vars"]) == CLUSTER_ONLY  # nothing else is swapped below
     runtime_env["env_vars"] = {
@@ -71,7 +72,7 @@ def _submit(head: dict, job: dict, name: str) -> dict:
     proc = subprocess.run(
         [str(BIN / "ray"), "job", "submit", f"--address={head['url']}",
          f"--submission-id={name}", f"--runtime-env-json={json.dumps(runtime_env)}",
-         "--", *shlex.split(job["spec"]["entrypoint"])],
+         "--", *shlex.split(job["spec"]["entrypoint"]), *extra],
         env=head["env"], capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
@@ -94,7 +95,9 @@ def test_rayjob_train_payload_trains_and_registers(trained):
 
 
 def test_rayjob_tune_payload_searches_and_registers(head, rendered, trained):
-    result = _submit(head, rendered["RayJob/ray-app-tune"], "rayjob-tune")
+    """The tune RayJob's entrypoint and runtime env, its 16-trial ASHA search and retrain on
+    6,000 rows (the train payload above runs on the full data, as is)."""
+    result = _submit(head, rendered["RayJob/ray-app-tune"], "rayjob-tune", "--subsample", "6000")
     assert result["trials"] == 16
     assert result["errored"] == 0
     assert result["epochs_consumed"] < result["full_budget_epochs"]  # ASHA stopped some
@@ -154,55 +157,45 @@ def test_rayservice_serve_config_v2_answers_health_and_predict(head, rendered, s
     assert prob == pytest.approx(float(expected), abs=1e-6)
 
 
-def test_pipeline_runs_end_to_end_on_local_ray(head, tmp_path: Path):
-    """kfp.local: preprocess -> train -> tune -> evaluate -> deploy, jobs on the head."""
-    db = tmp_path / "pipeline.db"
-    proc = subprocess.run(
-        [str(BIN / "ray-app"), "pipeline", "run", "--local", "--ray-address", head["url"],
-         "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "rr"),
-         "--train-args", "--subsample 3000 --epochs 2",
-         "--tune", "--tune-args", "--subsample 3000 --num-samples 2 --max-epochs 2",
-         "--serve-port", str(head["serve_port"]), "--pipeline-root", str(tmp_path / "runs")],
-        env=head["env"], capture_output=True, text=True, timeout=900, cwd=tmp_path,
-    )  # fmt: skip
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
-    for task in ("preprocess-op", "train-op", "tune-op", "evaluate-op", "deploy-op"):
-        assert f"Task \x1b[96m'{task}'\x1b[0m finished with status \x1b[92mSUCCESS" in log, task
-    assert "keep-op" not in log  # the tune branch ran, not the pass-through
-    client = MlflowClient(f"sqlite:///{db}")
-    versions = client.search_model_versions("name='adult-income'")
-    assert sorted(int(v.version) for v in versions) == [1, 2]  # train, then tune's retrain
-    champion = client.get_model_version_by_alias("adult-income", "champion")
-    health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
-    assert health["model_version"] == str(champion.version)
-
-
-def test_pipeline_skips_deploy_when_the_candidate_is_not_better(head, tmp_path: Path):
-    """The other branch: a first run deploys its champion; a second, worse run (one epoch at
-    a tiny learning rate) registers a version that is not promoted, and deploy does not run:
-    Serve keeps answering with the first version."""
+def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Path):
+    """kfp.local, jobs on the head. First run: preprocess -> train -> tune -> evaluate ->
+    deploy. Second run on the same registry, worse (one epoch at a tiny learning rate): it
+    registers a version that is not promoted, the dsl.If(improved) branch is not taken, and
+    Serve keeps answering with the first run's champion."""
     db = tmp_path / "pipeline.db"
     base = [str(BIN / "ray-app"), "pipeline", "run", "--local", "--ray-address", head["url"],
             "--tracking-uri", f"sqlite:///{db}", "--storage-path", str(tmp_path / "rr"),
             "--serve-port", str(head["serve_port"])]  # fmt: skip
 
-    def run(train_args: str, root: str) -> str:
-        proc = subprocess.run(
-            [*base, "--train-args", train_args, "--pipeline-root", str(tmp_path / root)],
-            env=head["env"], capture_output=True, text=True, timeout=900, cwd=tmp_path,
-        )  # fmt: skip
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-        return proc.stdout + proc.stderr
+    def run(*args: str) -> str:
+        proc = subprocess.run([*base, *args], env=head["env"], capture_output=True, text=True,
+                              timeout=900, cwd=tmp_path)  # fmt: skip
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-5000:]
+        return log
 
-    first = run("--subsample 3000 --epochs 2", "runs1")
-    assert "Task \x1b[96m'deploy-op'\x1b[0m finished with status \x1b[92mSUCCESS" in first
-    second = run("--subsample 3000 --epochs 1 --lr 1e-5", "runs2")
-    assert "Task \x1b[96m'evaluate-op'\x1b[0m finished with status \x1b[92mSUCCESS" in second
-    assert "deploy-op" not in second  # the dsl.If(improved) branch was not taken
+    def succeeded(task: str, log: str) -> bool:
+        return f"Task \x1b[96m'{task}'\x1b[0m finished with status \x1b[92mSUCCESS" in log
+
+    first = run("--train-args", "--subsample 3000 --epochs 2", "--tune", "--tune-args",
+                "--subsample 3000 --num-samples 2 --max-epochs 2",
+                "--pipeline-root", str(tmp_path / "runs1"))  # fmt: skip
+    for task in ("preprocess-op", "train-op", "tune-op", "evaluate-op", "deploy-op"):
+        assert succeeded(task, first), task
+    assert "keep-op" not in first  # the tune branch ran, not the pass-through
     client = MlflowClient(f"sqlite:///{db}")
-    assert sorted(int(v.version) for v in client.search_model_versions("name='adult-income'")) \
-        == [1, 2]  # fmt: skip
-    assert str(client.get_model_version_by_alias("adult-income", "champion").version) == "1"
+    versions = client.search_model_versions("name='adult-income'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]  # train, then tune's retrain
+    champion = client.get_model_version_by_alias("adult-income", "champion").version
     health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
-    assert health["model_version"] == "1"
+    assert health["model_version"] == str(champion)
+
+    second = run("--train-args", "--subsample 3000 --epochs 1 --lr 1e-5",
+                 "--pipeline-root", str(tmp_path / "runs2"))  # fmt: skip
+    assert succeeded("evaluate-op", second)
+    assert "deploy-op" not in second  # the dsl.If(improved) branch was not taken
+    versions = client.search_model_versions("name='adult-income'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+    assert client.get_model_version_by_alias("adult-income", "champion").version == champion
+    health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
+    assert health["model_version"] == str(champion)

@@ -50,6 +50,36 @@ def test_small_asha_search_stops_trials_early_and_logs_nested_runs(local_ray, qu
     assert again["mlflow_parent_run_id"] == parent and again["trials"] == 8
 
 
+@pytest.mark.timeout(300)  # a hang is a failure (it used to wait for ever), not CI's 900 s
+def test_distributed_trials_run_a_two_worker_group_each_on_two_cpus(local_ray, quick_cfg):
+    """`--workers-per-trial 2` on a 2-CPU node, ASHA, two trials asked at once: where it hung
+    (the trial's own 0.01 CPU left 1.99 for a 2-CPU worker group). Trials now run one at a time,
+    each on a two-worker DDP group, and every one finishes."""
+    quick_cfg.search.num_samples = 3
+    quick_cfg.search.max_concurrent = 2
+    quick_cfg.search.max_epochs = 2
+    quick_cfg.search.grace_period = 1
+    quick_cfg.search.reduction_factor = 2
+    quick_cfg.search.workers_per_trial = 2
+    quick_cfg.search.retrain = False
+    quick_cfg.search.name = "dist"
+    result = run_tune_job(quick_cfg)
+
+    assert result["trials"] == 3 and result["errored"] == 0
+    # Two 2-CPU worker groups do not fit on 2 CPUs: one trial at a time.
+    assert result["concurrent_trials"] == min(2, int(local_ray.cluster_resources()["CPU"]) // 2)
+    # ASHA stopped (killed) a trial and a later one still got its worker group: the stopped
+    # trial's placement group was freed.
+    assert result["stopped_early"] >= 1
+    assert 3 < result["epochs_consumed"] < 6
+    reports = [json.loads(line)
+               for path in (Path(quick_cfg.ray.storage_path) / "dist").glob("_trial_*/result.json")
+               for line in path.read_text().splitlines()]  # fmt: skip
+    assert len(reports) == result["epochs_consumed"]
+    assert {r["workers"] for r in reports} == {2}  # Ray Train's world size inside each trial
+    assert 0 < result["best_val_log_loss"] < 0.55  # below the majority-class log loss (0.55)
+
+
 def _finished(storage: Path, epochs: int) -> dict[str, str]:
     """Trial folder -> result.json text, for trials that reported every epoch."""
     out = {}
