@@ -7,6 +7,8 @@ backend differs.
 
 from __future__ import annotations
 
+import hmac
+import os
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol
@@ -68,6 +70,18 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     model_version: str
     predictions: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    detail: list[str] = Field(description="what was wrong, one line each")
+
+
+# The answers /predict gives besides 200 and 422 (FastAPI documents those two itself).
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "RAY_APP_API_KEY is set and no key of it was sent"},
+    413: {"model": ErrorBody, "description": "body over max_body_bytes, or over max_records"},
+    503: {"model": ErrorBody, "description": "no model loaded or registered yet"},
+}
 
 
 class ApiMetrics:
@@ -144,6 +158,22 @@ class Scoring(Protocol):
     async def ready(self) -> bool: ...
 
 
+API_KEY_ENV = "RAY_APP_API_KEY"  # pragma: allowlist secret (a variable name)
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# A refused body is read on (and dropped) up to this much, so the client gets its 413 rather
+# than a reset connection mid-upload; beyond it the connection is closed.
+DRAIN_BYTES = 64 * 1024 * 1024
+
+
+def api_keys() -> tuple[bytes, ...]:
+    """The keys /predict accepts: RAY_APP_API_KEY, comma-separated (old and new while one is
+    rotated); empty: /predict is open."""
+    return tuple(
+        k.strip().encode() for k in os.environ.get(API_KEY_ENV, "").split(",") if k.strip()
+    )
+
+
+NO_KEY = "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
 NO_MODEL = (
     "no model is registered yet ({uri} names no version): train one (ray-app train, or the "
     "train RayJob); it is served as soon as it is registered"
@@ -154,9 +184,12 @@ def create_api(
     get_scoring: Callable[[], Scoring | None],
     max_records: Callable[[], int],
     waiting_for: Callable[[], str | None] = lambda: None,
+    max_body_bytes: Callable[[], int] = lambda: MAX_BODY_BYTES,
+    keys: Callable[[], tuple[bytes, ...]] = api_keys,
 ) -> FastAPI:
     """The FastAPI app. `get_scoring` returns this process's backend (None until loaded);
-    `waiting_for` names the model URI a 'no-model' answer waits for."""
+    `waiting_for` names the model URI a 'no-model' answer waits for; `keys` are the API keys
+    /predict requires (none: open); `max_body_bytes` bounds a /predict body before parsing."""
     registry: dict[str, ApiMetrics] = {}
     app = FastAPI(
         title="Adult income API",
@@ -178,6 +211,8 @@ def create_api(
             status_code=422, content={"detail": _describe(errors), "errors": _jsonable(errors)}
         )
 
+    # Added first, so it runs inside the measuring middleware: 401s and 413s are counted.
+    app.add_middleware(_GuardMiddleware, keys=keys, max_body_bytes=max_body_bytes)
     app.add_middleware(_MeasureMiddleware, metrics=metrics)
 
     @app.get("/health")
@@ -200,7 +235,7 @@ def create_api(
         """Prometheus text format."""
         return Response(metrics().render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS)
     async def predict(body: Record | list[Record]) -> Any:  # type: ignore[valid-type]
         """Score one record or a list of records (the 14 Adult features by name)."""
         scoring = get_scoring()
@@ -263,6 +298,85 @@ class _MeasureMiddleware:
             m = self.metrics()
             m.requests.labels(path=path, status=str(status["code"])).inc()
             m.latency.labels(path=path).observe(time.perf_counter() - start)
+
+
+class _GuardMiddleware:
+    """POST /predict, before FastAPI reads or parses anything: the API key (401), then the
+    body size (413), from Content-Length when sent, else counted as the body streams in
+    (chunked), so a huge body is never held. /health, /metrics and /docs stay open."""
+
+    def __init__(self, app: Any, keys: Callable[[], tuple[bytes, ...]],
+                 max_body_bytes: Callable[[], int]) -> None:  # fmt: skip
+        self.app, self.keys, self.max_body_bytes = app, keys, max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") != "/predict":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        keys = self.keys()
+        if keys and not _authorized(headers.get(b"authorization", b""), keys):
+            await _refuse(send, receive, 401, NO_KEY, {"www-authenticate": "Bearer"})
+            return
+        limit = self.max_body_bytes()
+        length = headers.get(b"content-length", b"")
+        too_big = f"body: over {limit} bytes; at most {limit} per request"
+        if length.isdigit() and int(length) > limit:
+            await _refuse(send, receive, 413, too_big)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                more = message.get("more_body", False)
+                await _refuse(send, receive, 413, too_big, drained=size if more else DRAIN_BYTES)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return body
+
+        await self.app(scope, replay, send)
+
+
+def _authorized(header: bytes, keys: tuple[bytes, ...]) -> bool:
+    """`Bearer <key>` with one of `keys`; every key compared in constant time."""
+    scheme, _, given = header.partition(b" ")
+    matches = [hmac.compare_digest(given.strip(), key) for key in keys]
+    return scheme.lower() == b"bearer" and any(matches)
+
+
+async def _refuse(send: Any, receive: Any, status: int, message: str,
+                  extra: dict[str, str] | None = None, drained: int = 0) -> None:  # fmt: skip
+    """Answer `status` with the API's error body; read the rest of the request body and drop
+    it (up to DRAIN_BYTES) so the client reads the answer instead of a reset connection.
+    `drained`: bytes already read (DRAIN_BYTES: the body has ended, read nothing more)."""
+    import json
+
+    while drained < DRAIN_BYTES:
+        incoming = await receive()
+        if incoming["type"] != "http.request":
+            break
+        drained += len(incoming.get("body", b""))
+        if not incoming.get("more_body", False):
+            break
+    payload = json.dumps({"detail": [message]}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode()),
+               *((k.encode(), v.encode()) for k, v in (extra or {}).items())]  # fmt: skip
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _client_error(status: int, message: str) -> JSONResponse:

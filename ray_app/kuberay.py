@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ray_app.serve import SERVE_ENV, render_config, serve_config
+from ray_app.api import API_KEY_ENV
+from ray_app.serve import POD_HOST, SERVE_ENV, render_config, serve_config
 
 RAY_VERSION = "2.60.0"
 # Image placeholders: overlays map them to the registry and tag with kustomize `images:`, the
@@ -97,6 +98,13 @@ def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
     return {"spec": spec}
 
 
+API_KEY_SECRET = "ray-app-api-key"  # nosec B105  # pragma: allowlist secret (its name)
+API_KEY_FROM_SECRET = {
+    "name": API_KEY_ENV,
+    "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "keys", "optional": True}},
+}
+
+
 def cluster_spec(serve: bool = False) -> dict[str, Any]:
     """RayCluster spec shared by the RayCluster, the RayJobs and the RayService."""
     env = dict(SERVE_ENV) if serve else {}
@@ -113,6 +121,10 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
     head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
     worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
     if serve:
+        # /predict's API keys from a Secret, when there is one (optional: without it the API
+        # is open and the ingress logs so). Rotate by writing "old,new" into it.
+        for container in (head, worker):
+            container["env"].append(API_KEY_FROM_SECRET)
         # Ready when the app's own /health answers (graph wired; "no-model" on an empty
         # registry counts as up). Replaces KubeRay's injected proxy probe; its timeout must
         # exceed /health's own 2 s ping of the model deployment (the default is 1 s).
@@ -275,8 +287,9 @@ def rayjob(
 
 
 def serve_config_v2() -> str:
-    """The RayService's serveConfigV2: the same document as kuberay/serve-config.yaml."""
-    return yaml.safe_dump(serve_config(), sort_keys=False)
+    """The RayService's serveConfigV2: the document of kuberay/serve-config.yaml, bound to
+    all interfaces (pod networking: the Service reaches the pod's IP)."""
+    return yaml.safe_dump(serve_config(host=POD_HOST), sort_keys=False)
 
 
 def rayservice(serve_doc: str | None = None) -> dict[str, Any]:

@@ -155,13 +155,15 @@ def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
     """Serve `model_uri` with the RayService's Serve config (pinned version, in place)."""
     import yaml
 
-    from ray_app.serve import ServeArgs, serve_config
+    from ray_app.serve import LOCAL_HOST, POD_HOST, ServeArgs, serve_config
     from ray_app.tracking import pin
 
     cfg, launcher = _launcher(launch)
     # The RayService's pods carry MLFLOW_TRACKING_URI; the local head's apps need it in args.
-    tracking = cfg.tracking_uri if cfg.backend == "local" else None
-    doc = serve_config(ServeArgs(model_uri=model_uri, tracking_uri=tracking))
+    local = cfg.backend == "local"
+    tracking = cfg.tracking_uri if local else None
+    host = LOCAL_HOST if local else POD_HOST
+    doc = serve_config(ServeArgs(model_uri=model_uri, tracking_uri=tracking), host=host)
     version = pin(model_uri, None)[1]
     result: dict[str, Any] = launcher.deploy(yaml.safe_dump(doc, sort_keys=False), version)
     return {**result, "model_uri": model_uri}

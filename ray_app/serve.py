@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from ray_app.api import create_api
+from ray_app.api import API_KEY_ENV, MAX_BODY_BYTES, api_keys, create_api
 from ray_app.artifacts import PREPROCESSOR, load_model
 from ray_app.errors import UserError
 from ray_app.features import Preprocessor
@@ -47,6 +47,10 @@ SERVE_ENV = {
 }
 
 
+LOCAL_HOST = "127.0.0.1"
+POD_HOST = "0.0.0.0"  # nosec B104: pod networking; only the RayService's config uses it
+
+
 class ServeArgs(BaseModel):
     """`args` of the Serve application (the `args:` block of the config YAML)."""
 
@@ -60,6 +64,9 @@ class ServeArgs(BaseModel):
     # ./mlflow.db), so `serve run` and the RayService (whose pods set the variable) share one doc.
     tracking_uri: str | None = None
     max_records: int = Field(1000, ge=1, description="records per /predict request")
+    max_body_bytes: int = Field(
+        MAX_BODY_BYTES, ge=1024, description="/predict body limit (413 before it is parsed)"
+    )
     batch_size: int = Field(256, ge=1, description="@serve.batch max_batch_size")
     # 0: a batch is whatever queued while the previous one ran (no added latency at low load).
     batch_wait_s: float = Field(0.0, ge=0.0, description="@serve.batch wait")
@@ -243,7 +250,12 @@ class _GraphScoring:
 
 
 # One ingress replica per process: its __init__ fills this in for the module-level app.
-_replica: dict[str, Any] = {"scoring": None, "max_records": 1000, "waiting_for": None}
+_replica: dict[str, Any] = {
+    "scoring": None,
+    "max_records": 1000,
+    "waiting_for": None,
+    "max_body_bytes": MAX_BODY_BYTES,
+}
 
 
 # Named module functions, not lambdas or methods: Serve ships the ingress class and its app
@@ -258,17 +270,28 @@ def _max_records() -> int:
     return int(_replica["max_records"])
 
 
+def _max_body_bytes() -> int:
+    return int(_replica["max_body_bytes"])
+
+
 def _waiting_for() -> str | None:
     waiting: str | None = _replica["waiting_for"]
     return waiting
 
 
-def _configure_replica(scoring: _GraphScoring, max_records: int, waiting_for: str) -> None:
+def _configure_replica(scoring: _GraphScoring, args: ServeArgs) -> None:
     # Called from Api.__init__, whose class Serve pickles by value (its globals are copies).
-    _replica.update(scoring=scoring, max_records=max_records, waiting_for=waiting_for)
+    _replica.update(
+        scoring=scoring,
+        max_records=args.max_records,
+        waiting_for=args.model_uri or "",
+        max_body_bytes=args.max_body_bytes,
+    )
+    if not api_keys():
+        logger.warning("%s is not set: /predict answers anyone who reaches the port", API_KEY_ENV)
 
 
-app = create_api(_scoring, _max_records, _waiting_for)
+app = create_api(_scoring, _max_records, _waiting_for, _max_body_bytes)
 
 
 @serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
@@ -281,9 +304,7 @@ class Api:
         known = "local" if parsed.bundle_dir else None
         if parsed.model_uri and "@" not in parsed.model_uri and not parsed.bundle_dir:
             known = pin(parsed.model_uri, None)[1]
-        _configure_replica(
-            _GraphScoring(preprocess, model, known), parsed.max_records, parsed.model_uri or ""
-        )
+        _configure_replica(_GraphScoring(preprocess, model, known), parsed)
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -318,8 +339,12 @@ DEPLOYMENTS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def serve_config(args: ServeArgs | None = None, host: str = "0.0.0.0", port: int = 8000) -> dict:
-    """The Serve config document (`serve run` and the RayService's serveConfigV2)."""
+def serve_config(args: ServeArgs | None = None, host: str = LOCAL_HOST, port: int = 8000) -> dict:
+    """The Serve config document (`serve run` and the RayService's serveConfigV2).
+
+    Bound to 127.0.0.1 unless told otherwise: `serve run kuberay/serve-config.yaml` on a laptop
+    must not open the API to the network. The RayService renders POD_HOST (0.0.0.0).
+    """
     args = args or ServeArgs()
     return {
         "proxy_location": "EveryNode",

@@ -8,7 +8,7 @@ import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ray_app.api import create_api
+from ray_app.api import NO_KEY, create_api
 from ray_app.artifacts import Scorer, build_model
 from ray_app.config import FeatureConfig, ModelConfig
 from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
@@ -195,3 +195,53 @@ def test_health_and_docs(client):
     assert http.get("/docs").status_code == 200
     schema = http.get("/openapi.json").json()
     assert "/predict" in schema["paths"]
+
+
+KEYS = (b"old-key", b"new-key")  # two keys: a rotation in progress
+
+
+@pytest.fixture(scope="module")
+def guarded(client):
+    _, scorer = client
+    scoring = LocalScoring(scorer, "7")
+    app = create_api(lambda: scoring, lambda: 5, max_body_bytes=lambda: 4096, keys=lambda: KEYS)
+    return TestClient(app)
+
+
+def test_predict_needs_one_of_the_api_keys_and_health_stays_open(guarded):
+    wrong = ["", "Bearer wrong", "old-key", "Basic old-key", "Bearer old-key2", "Bearer "]
+    for value in wrong:
+        headers = {"Authorization": value} if value else {}
+        refused = guarded.post("/predict", json=RECORD, headers=headers)
+        assert refused.status_code == 401, headers
+        assert refused.json() == {"detail": [NO_KEY]}
+        assert refused.headers["www-authenticate"] == "Bearer"
+    for key in KEYS:  # either key of a rotation is accepted
+        answer = guarded.post(
+            "/predict", json=RECORD, headers={"Authorization": f"Bearer {key.decode()}"}
+        )
+        assert answer.status_code == 200
+    assert guarded.get("/health").status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(guarded.get("/metrics").text)}
+    refused_401 = {"path": "/predict", "status": "401"}
+    counts = [s.value for s in families["adult_requests"].samples
+              if s.labels == refused_401 and s.name.endswith("_total")]  # fmt: skip
+    assert counts == [float(len(wrong))]  # counted, like every answer
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(guarded):
+    auth = {"Authorization": "Bearer new-key", "content-type": "application/json"}
+    padded_empty_list = b"[" + b" " * 5000 + b"]"  # parsed, it would be a 422 (empty list)
+    too_big = {"detail": ["body: over 4096 bytes; at most 4096 per request"]}
+    sized = guarded.post("/predict", content=padded_empty_list, headers=auth)
+    assert sized.status_code == 413 and sized.json() == too_big
+
+    def stream():  # chunked: no Content-Length, counted as it arrives
+        yield padded_empty_list[:3000]
+        yield padded_empty_list[3000:]
+
+    chunked = guarded.post("/predict", content=stream(), headers=auth)
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413 and chunked.json() == too_big
+    under = guarded.post("/predict", content=b"[" + b" " * 4000 + b"]", headers=auth)
+    assert under.status_code == 422  # under the limit: read, parsed, refused as empty

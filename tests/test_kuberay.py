@@ -53,9 +53,15 @@ def test_generated_files_are_up_to_date(tmp_path: Path):
 
 
 def test_rayservice_embeds_the_serve_run_config():
+    """One document, but for the address: 127.0.0.1 for `serve run` on a laptop, all
+    interfaces in the RayService's pods."""
     service = yaml.safe_load((KUBERAY / "base" / "rayservice.yaml").read_text())
     serve_run = yaml.safe_load((KUBERAY / "serve-config.yaml").read_text())
-    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == serve_run
+    assert serve_run["http_options"]["host"] == "127.0.0.1"
+    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert embedded["http_options"]["host"] == "0.0.0.0"
+    embedded["http_options"]["host"] = "127.0.0.1"
+    assert embedded == serve_run
 
 
 @pytest.mark.parametrize("overlay", ["local", "gke", "gke-gpu"])

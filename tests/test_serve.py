@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ray_app.api import NO_KEY
 from ray_app.config import DataConfig
 from ray_app.data import FEATURE_COLUMNS, load_splits
 from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
@@ -27,6 +28,14 @@ from .test_api import RECORD
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+API_KEYS = "old-key,new-key"  # pragma: allowlist secret (test keys: a rotation)
+AUTH = {"Authorization": "Bearer new-key"}
+
+
+def predict(url: str, **kwargs) -> httpx.Response:
+    """POST /predict with an API key (the served app requires one)."""
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    return httpx.post(f"{url}/predict", headers=headers, **kwargs)
 
 
 def _cmdline(pid: int) -> str:
@@ -52,7 +61,8 @@ def served(tmp_path_factory):
     log = (work / "serve.log").open("w")
     # HAProxy's stats and metrics listeners get free ports too (defaults 8404, 9101).
     env = {**ENV, **SERVE_ENV, "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}  # fmt: skip
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+           "RAY_APP_API_KEY": API_KEYS}  # fmt: skip
     proc = subprocess.Popen(
         [str(BIN / "serve"), "run", str(path)], env=env, cwd=work, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
@@ -78,7 +88,7 @@ def served(tmp_path_factory):
 
     try:
         cold_health = wait_for("no-model", 180)
-        cold_predict = httpx.post(f"{url}/predict", json=RECORD, timeout=10)
+        cold_predict = predict(url, json=RECORD, timeout=10)
         # `ray-app train` starts a Ray of its own (address "local"), not serve run's.
         train = subprocess.run(
             ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
@@ -103,7 +113,7 @@ def test_cold_start_answers_no_model_then_serves_the_first_champion(served):
     assert served["cold_predict"].status_code == 503
     assert served["cold_predict"].json() == {"detail": [detail]}
     # The champion the training registered is served by the same deployment, no redeploy.
-    body = httpx.post(f"{served['url']}/predict", json=RECORD).json()
+    body = predict(served["url"], json=RECORD).json()
     assert body["model_version"] == "1"
     assert body["predictions"][0]["model_version"] == "1"
 
@@ -124,18 +134,18 @@ def test_health_reports_the_registered_version(served):
 def test_predictions_equal_the_mlflow_logged_model(served):
     rows = load_splits(DataConfig(subsample=3000)).test[FEATURE_COLUMNS].head(50)
     records = [{k: (None if v != v else v) for k, v in r.items()} for r in rows.to_dict("records")]
-    response = httpx.post(f"{served['url']}/predict", json=records, timeout=30)
+    response = predict(served["url"], json=records, timeout=30)
     assert response.status_code == 200
     served_prob = np.array([p["probability"] for p in response.json()["predictions"]])
     mlflow.set_tracking_uri(served["tracking"])
     logged = mlflow.pyfunc.load_model("models:/adult-income@champion")
     np.testing.assert_allclose(served_prob, logged.predict(rows)["probability"], atol=1e-6)
-    single = httpx.post(f"{served['url']}/predict", json=records[0]).json()["predictions"]
+    single = predict(served["url"], json=records[0]).json()["predictions"]
     assert single[0]["probability"] == pytest.approx(served_prob[0], abs=1e-6)
 
 
 def test_metrics_are_prometheus_text(served):
-    httpx.post(f"{served['url']}/predict", json=RECORD)
+    predict(served["url"], json=RECORD)
     text = httpx.get(f"{served['url']}/metrics").text
     assert 'adult_model_info{model_version="1"} 1.0' in text
     assert 'adult_requests_total{path="/predict",status="200"}' in text
@@ -156,7 +166,7 @@ def test_metrics_are_prometheus_text(served):
     ],
 )
 def test_every_bad_input_class_gets_its_4xx(served, kwargs, status):
-    response = httpx.post(f"{served['url']}/predict", timeout=30, **kwargs)
+    response = predict(served["url"], timeout=30, **kwargs)
     assert response.status_code == status, response.text
     assert response.json()["detail"]
 
@@ -177,7 +187,7 @@ bodies = st.one_of(records, st.lists(records, max_size=4), values, almost_valid,
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=bodies)
 def test_fuzzed_bodies_never_get_a_5xx(served, body):
-    response = httpx.post(f"{served['url']}/predict", content=json.dumps(body), timeout=30,
+    response = predict(served["url"], content=json.dumps(body), timeout=30,
                           headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code < 500, (body, response.text)
 
@@ -191,9 +201,7 @@ def test_killed_model_replica_is_replaced(served):
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            statuses.append(
-                httpx.post(f"{served['url']}/predict", json=RECORD, timeout=10).status_code
-            )
+            statuses.append(predict(served["url"], json=RECORD, timeout=10).status_code)
         except httpx.HTTPError:
             statuses.append(0)
         if statuses[-3:] == [200, 200, 200]:
@@ -202,3 +210,31 @@ def test_killed_model_replica_is_replaced(served):
     assert statuses[-3:] == [200, 200, 200], statuses[-20:]
     health = httpx.get(f"{served['url']}/health").json()
     assert health["status"] == "ready"
+
+
+def test_predict_needs_an_api_key_and_health_does_not(served):
+    url = served["url"]
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}):
+        refused = httpx.post(f"{url}/predict", json=RECORD, headers=headers, timeout=10)
+        assert refused.status_code == 401 and refused.json() == {"detail": [NO_KEY]}
+    assert predict(url, json=RECORD, headers={"Authorization": "Bearer old-key"}).status_code == 200
+    assert httpx.get(f"{url}/health").json()["status"] == "ready"
+    assert "new-key" not in httpx.get(f"{url}/metrics").text
+
+
+def test_a_huge_body_gets_413_before_it_is_parsed_sized_or_chunked(served):
+    """3 MB of a valid but padded empty list (parsed, it would be a 422): 413 from the size
+    alone, with a Content-Length and streamed chunked without one."""
+    body = b"[" + b" " * (3 * 2**20) + b"]"
+    too_big = {"detail": [f"body: over {2 * 2**20} bytes; at most {2 * 2**20} per request"]}
+    headers = {"content-type": "application/json"}
+    sized = predict(served["url"], content=body, headers=headers, timeout=30)
+    assert sized.status_code == 413 and sized.json() == too_big
+
+    def stream():
+        for start in range(0, len(body), 2**16):
+            yield body[start : start + 2**16]
+
+    chunked = predict(served["url"], content=stream(), headers=headers, timeout=30)
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413 and chunked.json() == too_big
