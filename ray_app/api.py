@@ -307,14 +307,18 @@ class _GuardMiddleware:
 
     def __init__(self, app: Any, keys: Callable[[], tuple[bytes, ...]],
                  max_body_bytes: Callable[[], int]) -> None:  # fmt: skip
-        self.app, self.keys, self.max_body_bytes = app, keys, max_body_bytes
+        self.app, self.max_body_bytes = app, max_body_bytes
+        self.read_keys = keys
+        self.keys_read: tuple[bytes, ...] | None = None  # read on the first request, not each
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") != "/predict":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        keys = self.keys()
+        if self.keys_read is None:
+            self.keys_read = self.read_keys()
+        keys = self.keys_read
         if keys and not _authorized(headers.get(b"authorization", b""), keys):
             await _refuse(send, receive, 401, NO_KEY, {"www-authenticate": "Bearer"})
             return

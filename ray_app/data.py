@@ -646,6 +646,21 @@ def resolve_sources(cfg: DataConfig) -> Sources:
     return Sources(train, test, provenance)
 
 
+def record_test_source(labels: np.ndarray, sources: Sources, cfg: DataConfig) -> None:
+    """Both labels must occur in the training data; provenance says where the test rows
+    come from (a split of the training file, or the test file)."""
+    if len(np.unique(labels)) < 2:
+        raise DataError(
+            f"{sources.train}: both labels {list(LABELS)} must occur in the training data"
+        )
+    if sources.test is None:
+        sources.provenance["test_source"] = (
+            f"split of {sources.train} (test_fraction {cfg.test_fraction}, seed {cfg.seed})"
+        )
+    else:
+        sources.provenance.update(test_file=sources.test, test_source=sources.test)
+
+
 def check_overlap(overlap: int, n_test: int, sources: Sources, cfg: DataConfig) -> dict:
     """The overlap guard: record the count, refuse above `max_test_overlap`."""
     rate = overlap / max(n_test, 1)
@@ -684,18 +699,10 @@ def load_splits(cfg: DataConfig) -> Splits:
     full, train_layout = read_table_with_layout(sources.train)
     describe_layout(provenance, "train", train_layout, sources.train)
     labels = full[LABEL_COLUMN].to_numpy()
-    if len(np.unique(labels)) < 2:
-        raise DataError(
-            f"{sources.train}: both labels {list(LABELS)} must occur in the training data"
-        )
-    if sources.test is None:
-        provenance["test_source"] = (
-            f"split of {sources.train} (test_fraction {cfg.test_fraction}, seed {cfg.seed})"
-        )
-    else:
+    record_test_source(labels, sources, cfg)
+    if sources.test is not None:
         test, test_layout = read_table_with_layout(sources.test)
         describe_layout(provenance, "test", test_layout, sources.test)
-        provenance.update(test_file=sources.test, test_source=sources.test)
         provenance["test_overlap"] = check_overlap(
             count_overlap(full, test), len(test), sources, cfg
         )

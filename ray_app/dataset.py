@@ -24,7 +24,6 @@ from ray_app.config import DataConfig, FeatureConfig
 from ray_app.data import (
     FEATURE_COLUMNS,
     LABEL_COLUMN,
-    LABELS,
     check_overlap,
     describe_layout,
     feature_hashes,
@@ -32,6 +31,7 @@ from ray_app.data import (
     plan_splits,
     read_file,
     read_for_scoring,
+    record_test_source,
     resolve_sources,
 )
 from ray_app.errors import DataError
@@ -136,18 +136,10 @@ def load_datasets(cfg: DataConfig) -> SplitDatasets:
     tables, meta = _read_all(sources.train, test_hashes)
     describe_layout(provenance, "train", meta[0]["layout"], sources.train)
     labels = np.concatenate([m["labels"] for m in meta])
-    if len(np.unique(labels)) < 2:
-        raise DataError(
-            f"{sources.train}: both labels {list(LABELS)} must occur in the training data"
-        )
-    if sources.test is None:
-        provenance["test_source"] = (
-            f"split of {sources.train} (test_fraction {cfg.test_fraction}, seed {cfg.seed})"
-        )
-    else:
+    record_test_source(labels, sources, cfg)
+    if sources.test is not None:
         overlap = np.logical_or.reduce([m["overlap"] for m in meta])
         n_test = sum(m["rows"] for m in test_meta)
-        provenance.update(test_file=sources.test, test_source=sources.test)
         provenance["test_overlap"] = check_overlap(int(overlap.sum()), n_test, sources, cfg)
     # In a task: sklearn's stratified split needs ~80 bytes a row while it runs, which would
     # be most of the driver's memory at 100x; the driver keeps the int32 indices it returns.
