@@ -15,9 +15,11 @@ from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ray_app.data import CATEGORIES, FEATURE_COLUMNS, NULLABLE_COLUMNS, NUMERIC_COLUMNS
 
@@ -76,12 +78,39 @@ class ErrorBody(BaseModel):
     detail: list[str] = Field(description="what was wrong, one line each")
 
 
-# The answers /predict gives besides 200 and 422 (FastAPI documents those two itself).
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: 'body', then record index and field")
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """422: the same `detail` lines as every error, plus pydantic's structured errors."""
+
+    errors: list[FieldError]
+
+
+class Health(BaseModel):
+    status: Literal["ready", "no-model", "loading"]
+    model_version: str | None
+    detail: str | None = Field(None, description="'no-model': what the app waits for")
+
+
+# Serve's own backpressure answer (the Api deployment's max_queued_requests) is plain text.
+BUSY = "Request dropped due to backpressure"
+_BUSY_TEXT = {"text/plain": {"schema": {"type": "string", "example": BUSY}}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer"}}}  # fmt: skip
+# Every answer /predict gives besides 200 (the API's own ErrorBody, one line per problem).
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "RAY_APP_API_KEY is set and no key of it was sent"},
-    413: {"model": ErrorBody, "description": "body over max_body_bytes, or over max_records"},
-    503: {"model": ErrorBody, "description": "no model loaded or registered yet"},
-}
+    413: {"model": ErrorBody, "description": "body over max_body_bytes (before it is parsed)"},
+    422: {"model": ValidationErrorBody,
+          "description": "invalid JSON or record, empty list, or more than max_records"},
+    503: {"model": ErrorBody, "headers": _RETRY_AFTER, "content": _BUSY_TEXT,
+          "description": "no model registered yet, a replica restarting (JSON), or the server "
+                         "busy (Serve's backpressure, text); retry after Retry-After seconds"},
+}  # fmt: skip
 
 
 class ApiMetrics:
@@ -211,11 +240,20 @@ def create_api(
             status_code=422, content={"detail": _describe(errors), "errors": _jsonable(errors)}
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot decode (not UTF-8) with 400 and a string detail:
+        # to the client that is one more invalid body, so it gets the documented 422.
+        if exc.status_code == 400 and request.url.path == "/predict":
+            return _invalid_body("could not be parsed as JSON (UTF-8)", "json_invalid")
+        return JSONResponse(status_code=exc.status_code, content={"detail": [str(exc.detail)]},
+                            headers=exc.headers)  # fmt: skip
+
     # Added first, so it runs inside the measuring middleware: 401s and 413s are counted.
     app.add_middleware(_GuardMiddleware, keys=keys, max_body_bytes=max_body_bytes)
     app.add_middleware(_MeasureMiddleware, metrics=metrics)
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
         """200 when the graph answers: status 'ready' with the model version, or 'no-model'
         on a fresh registry (/predict then answers 503); 503 'loading' otherwise."""
@@ -230,30 +268,39 @@ def create_api(
             )  # fmt: skip
         return JSONResponse({"status": "ready", "model_version": scoring.model_version})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def prometheus() -> Response:
-        """Prometheus text format."""
-        return Response(metrics().render(), media_type="text/plain; version=0.0.4")
+        """Prometheus text format (version 0.0.4)."""
+        return PlainTextResponse(metrics().render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS)
     async def predict(body: Record | list[Record]) -> Any:  # type: ignore[valid-type]
         """Score one record or a list of records (the 14 Adult features by name)."""
         scoring = get_scoring()
         if scoring is None:
-            return _client_error(503, "model not loaded yet")
+            return _client_error(503, "model not loaded yet", RETRY)
         records = body if isinstance(body, list) else [body]
         if not records:
-            return _client_error(422, "body: the list of records is empty")
+            return _invalid_body("the list of records is empty", "too_short")
         limit = max_records()
         if len(records) > limit:
-            return _client_error(413, f"body: {len(records)} records; at most {limit} per request")
+            return _invalid_body(f"{len(records)} records; at most {limit} per request",
+                                 "too_long")  # fmt: skip
         columns: dict[str, list[Any]] = {c: [] for c in FEATURE_COLUMNS}
         for item in records:
             for column, value in item:  # pydantic models iterate as (field, value)
                 columns[column].append(None if value == "?" else value)
-        scored = await scoring.score(columns)
+        try:
+            scored = await scoring.score(columns)
+        except Unavailable as exc:
+            return _client_error(503, str(exc), RETRY)
         if scored is None:
-            return _client_error(503, NO_MODEL.format(uri=waiting_for() or "the model URI"))
+            message = NO_MODEL.format(uri=waiting_for() or "the model URI")
+            return _client_error(503, message, RETRY)
         probabilities, version = scored
         m = metrics()
         m.records.observe(len(records))
@@ -266,6 +313,25 @@ def create_api(
         # FastAPI's re-validation of 1,000 predictions keeps big batches cheap.
         return JSONResponse({"model_version": version, "predictions": out})
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus what only the running process knows: the record limit
+        (maxItems) and, when API keys are set, the bearer scheme /predict requires."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version,
+                              description=app.description, routes=app.routes)  # fmt: skip
+            body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]
+            for branch in body["application/json"]["schema"]["anyOf"]:
+                if branch.get("type") == "array":
+                    branch.update(minItems=1, maxItems=max_records())
+            if keys():
+                doc["components"]["securitySchemes"] = {
+                    "apiKey": {"type": "http", "scheme": "bearer"}
+                }
+                doc["paths"]["/predict"]["post"]["security"] = [{"apiKey": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -383,8 +449,24 @@ async def _refuse(send: Any, receive: Any, status: int, message: str,
     await send({"type": "http.response.body", "body": payload})
 
 
-def _client_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": [message]})
+class Unavailable(Exception):
+    """A scoring backend that cannot answer now (a replica lost or restarting): 503."""
+
+
+# Retry-After of the API's own 503s: a replica restarts, or a first model appears, in seconds.
+RETRY = {"Retry-After": "1"}
+
+
+def _client_error(status: int, message: str, headers: dict[str, str] | None = None
+                  ) -> JSONResponse:  # fmt: skip
+    return JSONResponse(status_code=status, content={"detail": [message]}, headers=headers)
+
+
+def _invalid_body(message: str, kind: str) -> JSONResponse:
+    """A 422 shaped as RequestValidationError's (detail lines and structured errors)."""
+    error = {"loc": ["body"], "msg": message, "type": kind}
+    return JSONResponse(status_code=422, content={"detail": [f"body: {message}"],
+                                                  "errors": [error]})  # fmt: skip
 
 
 def _jsonable(errors: Any) -> list[dict[str, Any]]:

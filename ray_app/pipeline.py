@@ -155,6 +155,7 @@ def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
     """Serve `model_uri` with the RayService's Serve config (pinned version, in place)."""
     import yaml
 
+    from ray_app.config import TrackingConfig
     from ray_app.serve import LOCAL_HOST, POD_HOST, ServeArgs, serve_config
     from ray_app.tracking import pin
 
@@ -163,8 +164,13 @@ def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
     local = cfg.backend == "local"
     tracking = cfg.tracking_uri if local else None
     host = LOCAL_HOST if local else POD_HOST
-    doc = serve_config(ServeArgs(model_uri=model_uri, tracking_uri=tracking), host=host)
+    # The running app's args (the alias of the same registered model) with the version
+    # pinned in user_config: an in-place rollout, the replicas are reconfigured, not replaced.
+    alias = TrackingConfig().champion_alias
+    name = model_uri.removeprefix("models:/").split("/", 1)[0].split("@", 1)[0]
+    args = ServeArgs(model_uri=f"models:/{name}@{alias}", tracking_uri=tracking)
     version = pin(model_uri, None)[1]
+    doc = serve_config(args, host=host, model_version=version)
     result: dict[str, Any] = launcher.deploy(yaml.safe_dump(doc, sort_keys=False), version)
     return {**result, "model_uri": model_uri}
 

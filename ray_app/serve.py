@@ -22,15 +22,19 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from ray_app.api import API_KEY_ENV, MAX_BODY_BYTES, api_keys, create_api
+from ray_app.api import API_KEY_ENV, MAX_BODY_BYTES, Unavailable, api_keys, create_api
 from ray_app.artifacts import PREPROCESSOR, load_model
 from ray_app.errors import UserError
 from ray_app.features import Preprocessor
 from ray_app.tracking import NoModelYet, pin
 
 logger = logging.getLogger("ray.serve")
+# What a handle call raises when the replica it went to died or stopped answering.
+LOST = (RayActorError, ActorUnavailableError, DeploymentUnavailableError, BackPressureError)
 APP_NAME = "adult-income"
 # Cluster-wide Serve settings (read by the controller, proxy and replicas at start, so they go
 # in the environment of `ray start` / `serve run` / the RayService pods, not in the app config).
@@ -46,6 +50,11 @@ SERVE_ENV = {
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
 }
 
+
+# Overload: each Api replica works on at most 64 requests and queues 64 more; beyond that
+# Serve answers 503 with Retry-After at once (BUSY), so latency stays bounded instead of
+# growing with the queue (README "Running it safely", measured at concurrency 256).
+API_MAX_ONGOING, API_MAX_QUEUED = 64, 64
 
 LOCAL_HOST = "127.0.0.1"
 POD_HOST = "0.0.0.0"  # nosec B104: pod networking; only the RayService's config uses it
@@ -72,7 +81,18 @@ class ServeArgs(BaseModel):
     batch_wait_s: float = Field(0.0, ge=0.0, description="@serve.batch wait")
     torch_threads: int = Field(1, ge=1)
     # Cold start: an alias that resolves to nothing yet is looked up again this often.
-    model_poll_s: float = Field(30.0, gt=0.0, description="no model yet: registry poll period")
+    model_poll_s: float = Field(5.0, gt=0.0, description="no model yet: registry poll period")
+
+
+class VersionPin(BaseModel):
+    """`user_config` of Preprocess and Model: the registry version they serve. Changing only
+    this in the Serve config is a lightweight update: the live replicas load the version and
+    swap it in (no restart, no request refused); None: the version the alias named at build.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_version: str | None = None
 
 
 def _uri_of(args: ServeArgs, version: str) -> str:
@@ -115,31 +135,37 @@ Encoded = tuple[np.ndarray, np.ndarray, str]
 class Preprocess:
     """Raw records -> encoded arrays, with the preprocessor JSON fitted at training time.
 
-    On a fresh registry (the alias names no version yet) the replica starts empty and looks
-    for one every `model_poll_s` (from Serve's periodic health check and from /health); the
-    first version it finds is the one it keeps. Its output carries that version.
+    Which version: `user_config` {"model_version": "3"} (a deploy or rollback sets it; Serve
+    hands it to the live replicas through `reconfigure`, no restart), else the version the
+    alias named when the app was built. On a fresh registry (the alias names no version yet)
+    the replica starts empty and looks for one every `model_poll_s` (from Serve's periodic
+    health check and from /health). Its output carries the version that encoded it.
     """
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ServeArgs(**args)
-        self.pre: Preprocessor | None = None
-        self.version: str | None = None
+        # (preprocessor, version), swapped as one reference: a batch reads it once.
+        self.loaded: tuple[Preprocessor, str] | None = None
         self.looked = 0.0
-        self._load()
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
 
-    def _load(self) -> None:
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load the pinned version (or, with none, whatever the alias names), then swap it in;
+        requests keep being answered by the previous one while it loads."""
+        await asyncio.to_thread(self._load, VersionPin(**user_config).model_version)
+
+    def _load(self, version: str | None = None) -> None:
         self.looked = time.monotonic()
         try:
-            bundle, version = fetch_bundle(self.args)
+            bundle, version = fetch_bundle(self.args, version)
         except NoModelYet as exc:
             logger.warning("%s: serving 'no-model' until one is registered", exc)
             return
-        self.pre, self.version = Preprocessor.load(bundle / PREPROCESSOR), version
+        self.loaded = (Preprocessor.load(bundle / PREPROCESSOR), version)
 
     async def _maybe_load(self) -> None:
-        if self.version is None and time.monotonic() - self.looked >= self.args.model_poll_s:
+        if self.loaded is None and time.monotonic() - self.looked >= self.args.model_poll_s:
             await asyncio.to_thread(self._load)
 
     async def check_health(self) -> None:
@@ -147,27 +173,30 @@ class Preprocess:
 
     async def info(self) -> dict[str, str | None]:
         await self._maybe_load()
-        return {"model_version": self.version}
+        return {"model_version": self.loaded[1] if self.loaded else None}
 
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)
     async def __call__(self, batch: list[dict[str, list[Any]]]) -> list[Encoded | None]:
-        if self.pre is None or self.version is None:
+        loaded = self.loaded
+        if loaded is None:
             return [None] * len(batch)
+        pre, version = loaded
         # One transform for all requests in the batch, then split back per request.
         sizes = [len(columns["age"]) for columns in batch]
         merged = {c: [v for columns in batch for v in columns[c]] for c in batch[0]}
-        x_cat, x_num = self.pre.transform(merged)
+        x_cat, x_num = pre.transform(merged)
         bounds = np.cumsum([0, *sizes])
-        return [(x_cat[a:b], x_num[a:b], self.version) for a, b in itertools.pairwise(bounds)]
+        return [(x_cat[a:b], x_num[a:b], version) for a, b in itertools.pairwise(bounds)]
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
 class Model:
     """Encoded arrays -> P(>50K); weights loaded with weights_only=True.
 
-    Scores each request with the version its preprocessing used: the configured one is loaded
-    at start; another (a replica that found the first champion after a cold start) is loaded
-    on first use, and at most two are kept.
+    Scores each request with the version its preprocessing used: the pinned one is loaded
+    by `reconfigure` (at start, and on a rollout before Preprocess switches); another (a
+    first champion found after a cold start) on first use. At most two are kept, so requests
+    encoded by the old version still score during a rollout.
     """
 
     KEEP = 2
@@ -178,13 +207,14 @@ class Model:
         self.args = ServeArgs(**args)
         torch.set_num_threads(self.args.torch_threads)
         self.models: dict[str, Any] = {}
-        try:
-            bundle, version = fetch_bundle(self.args)
-            self.models[version] = load_model(bundle)
-        except NoModelYet:
-            pass
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load the pinned version before Preprocess stamps it on requests (no stall then)."""
+        version = VersionPin(**user_config).model_version
+        if version is not None:
+            await self._model(version)
 
     def info(self) -> dict[str, list[str]]:
         return {"model_versions": list(self.models)}
@@ -232,11 +262,18 @@ class _GraphScoring:
     async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str] | None:
         # Awaiting here and passing the arrays on measured faster than handing the pending
         # preprocessing response to the model (p50 11.0 vs 11.8 ms before HAProxy).
-        encoded = await self.preprocess.remote(columns)
-        if encoded is None:
-            self.model_version = None
-            return None
-        result: tuple[list[float], str] = await self.model.remote(encoded)
+        try:
+            encoded = await self.preprocess.remote(columns)
+            if encoded is None:
+                self.model_version = None
+                return None
+            result: tuple[list[float], str] = await self.model.remote(encoded)
+        except LOST as exc:
+            # A replica died with this request on it (Serve routes new ones to its
+            # replacement): 503 + Retry-After, not a 500.
+            raise Unavailable(f"a serving replica was lost mid-request ({type(exc).__name__}); "
+                              "retry") from exc  # fmt: skip
+        self.model_version = result[1]
         return result
 
     async def ready(self) -> bool:
@@ -294,17 +331,18 @@ def _configure_replica(scoring: _GraphScoring, args: ServeArgs) -> None:
 app = create_api(_scoring, _max_records, _waiting_for, _max_body_bytes)
 
 
-@serve.deployment(max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(
+    max_ongoing_requests=API_MAX_ONGOING,
+    max_queued_requests=API_MAX_QUEUED,
+    ray_actor_options={"num_cpus": 0.5},
+)
 @serve.ingress(app)
 class Api:
     """FastAPI ingress (/health, /metrics, /predict, /docs)."""
 
     def __init__(self, preprocess: DeploymentHandle, model: DeploymentHandle, args: dict) -> None:
         parsed = ServeArgs(**args)
-        known = "local" if parsed.bundle_dir else None
-        if parsed.model_uri and "@" not in parsed.model_uri and not parsed.bundle_dir:
-            known = pin(parsed.model_uri, None)[1]
-        _configure_replica(_GraphScoring(preprocess, model, known), parsed)
+        _configure_replica(_GraphScoring(preprocess, model), parsed)
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -316,20 +354,27 @@ def build_app(args: dict[str, Any]) -> Any:
     /health with status "no-model" and /predict with 503, until the first version appears.
     """
     serve_args = ServeArgs(**args)
-    if serve_args.model_uri and not serve_args.bundle_dir:
+    pinned = VersionPin()
+    if serve_args.bundle_dir:
+        pinned.model_version = "local"
+    elif serve_args.model_uri:
         try:
-            serve_args.model_uri = pin(serve_args.model_uri, serve_args.tracking_uri)[0]
+            pinned.model_version = pin(serve_args.model_uri, serve_args.tracking_uri)[1]
         except NoModelYet as exc:
             logger.warning("%s: deploying without a model (status 'no-model')", exc)
-    parsed = serve_args.model_dump()
-    preprocess = Preprocess.bind(parsed)  # type: ignore[attr-defined]
-    model = Model.bind(parsed)  # type: ignore[attr-defined]
+    # The pin is user_config, not an init argument: a config that changes only the version
+    # (deploy, rollback) reconfigures the live replicas instead of replacing them.
+    parsed, user_config = serve_args.model_dump(), pinned.model_dump()
+    preprocess = Preprocess.options(user_config=user_config).bind(parsed)  # type: ignore[attr-defined]
+    model = Model.options(user_config=user_config).bind(parsed)  # type: ignore[attr-defined]
     return Api.bind(preprocess, model, parsed)  # type: ignore[attr-defined]
 
 
 # Deployment sizing for a 2-CPU box; the RayService overlays scale replicas, not this code.
 DEPLOYMENTS: list[dict[str, Any]] = [
-    {"name": "Api", "num_replicas": 1, "max_ongoing_requests": 512,
+    {"name": "Api", "num_replicas": 1, "max_ongoing_requests": API_MAX_ONGOING,
+     "max_queued_requests": API_MAX_QUEUED,
+     "backpressure_config": {"status_code": 503, "retry_after_s": 1},
      "ray_actor_options": {"num_cpus": 0.5}},
     {"name": "Preprocess", "num_replicas": 1, "max_ongoing_requests": 256,
      "ray_actor_options": {"num_cpus": 0.5}},
@@ -339,13 +384,26 @@ DEPLOYMENTS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def serve_config(args: ServeArgs | None = None, host: str = LOCAL_HOST, port: int = 8000) -> dict:
+def serve_config(
+    args: ServeArgs | None = None,
+    host: str = LOCAL_HOST,
+    port: int = 8000,
+    model_version: str | None = None,
+) -> dict:
     """The Serve config document (`serve run` and the RayService's serveConfigV2).
 
     Bound to 127.0.0.1 unless told otherwise: `serve run kuberay/serve-config.yaml` on a laptop
     must not open the API to the network. The RayService renders POD_HOST (0.0.0.0).
+    `model_version` pins a registry version (deploy, rollback) as the `user_config` of
+    Preprocess and Model: the same `args` with another version is an in-place update.
     """
     args = args or ServeArgs()
+    deployments = [dict(d) for d in DEPLOYMENTS]
+    if model_version is not None:
+        pin = VersionPin(model_version=model_version).model_dump()
+        for deployment in deployments:
+            if deployment["name"] in ("Preprocess", "Model"):
+                deployment["user_config"] = pin
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port},
@@ -356,7 +414,7 @@ def serve_config(args: ServeArgs | None = None, host: str = LOCAL_HOST, port: in
                 "route_prefix": "/",
                 "import_path": "ray_app.serve:build_app",
                 "args": args.model_dump(),
-                "deployments": DEPLOYMENTS,
+                "deployments": deployments,
             }
         ],
     }

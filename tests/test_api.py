@@ -8,7 +8,7 @@ import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ray_app.api import NO_KEY, create_api
+from ray_app.api import NO_KEY, Unavailable, ValidationErrorBody, create_api
 from ray_app.artifacts import Scorer, build_model
 from ray_app.config import FeatureConfig, ModelConfig
 from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
@@ -157,7 +157,7 @@ def test_hyphenated_names_and_missing_categories_are_accepted(client):
         ({**RECORD, "education": "Kindergarten"}, 422, "field 'education'"),
         ([RECORD, {**RECORD, "hours_per_week": -3}], 422, "record 1, field 'hours_per_week'"),
         ([], 422, "empty"),
-        ([RECORD] * 6, 413, "at most 5"),
+        ([RECORD] * 6, 422, "at most 5"),
     ],
 )
 def test_bad_input_gets_a_4xx_naming_record_and_field(client, body, status, fragment):
@@ -167,12 +167,47 @@ def test_bad_input_gets_a_4xx_naming_record_and_field(client, body, status, frag
     assert any(fragment in line for line in response.json()["detail"]), response.json()
 
 
-def test_non_json_body_is_a_422(client):
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[" + b"\x80" * 3 + b"]"])
+def test_a_body_that_is_not_json_is_a_422_shaped_as_documented(client, content):
+    """Not JSON, and bytes that are not UTF-8 (FastAPI's own answer there is a 400 with a
+    string detail): both the documented ValidationErrorBody."""
     http, _ = client
-    response = http.post(
-        "/predict", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    response = http.post("/predict", content=content, headers={"content-type": "application/json"})
     assert response.status_code == 422
+    ValidationErrorBody.model_validate(response.json())
+
+
+def test_the_openapi_document_states_the_limits_errors_and_auth():
+    doc = TestClient(create_api(lambda: None, lambda: 7, keys=lambda: (b"k",))).get(
+        "/openapi.json").json()  # fmt: skip
+    post = doc["paths"]["/predict"]["post"]
+    array = next(b for b in post["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
+             if b.get("type") == "array")  # fmt: skip
+    assert (array["minItems"], array["maxItems"]) == (1, 7)
+    assert set(post["responses"]) == {"200", "401", "413", "422", "503"}
+    assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ValidationErrorBody")  # fmt: skip
+    assert set(post["responses"]["503"]["content"]) == {"application/json", "text/plain"}
+    assert post["security"] == [{"apiKey": []}]
+    assert set(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    open_doc = TestClient(create_api(lambda: None, lambda: 7, keys=lambda: ())).get(
+        "/openapi.json").json()  # fmt: skip
+    assert "security" not in open_doc["paths"]["/predict"]["post"]
+
+
+def test_a_lost_replica_is_a_503_with_retry_after():
+    class Lost:
+        model_version = "3"
+
+        async def ready(self) -> bool:
+            return True
+
+        async def score(self, columns):
+            raise Unavailable("the Model replica was lost mid-request; retry")
+
+    response = TestClient(create_api(lambda: Lost(), lambda: 5)).post("/predict", json=RECORD)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json() == {"detail": ["the Model replica was lost mid-request; retry"]}
 
 
 def test_metrics_are_prometheus_text_with_counts_and_version(client):
