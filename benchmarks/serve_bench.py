@@ -3,9 +3,13 @@
     python benchmarks/serve_bench.py                 # trains a model first (temp MLflow store)
     python benchmarks/serve_bench.py --tracking-uri sqlite:///$PWD/mlflow.db   # use yours
 
-Both servers run as subprocesses on this machine, one after the other; the load generator is
-`wrk` (Debian package `wrk`), which shares the same CPUs. Single-record requests at
-concurrency 1, 8 and 32, then 1,000-record requests.
+Three servers run as subprocesses on this machine, one after the other: `ray-app serve` (the
+Serve config with Serve's cluster-wide settings, SERVE_ENV, in its environment: HAProxy and
+direct ingress), `serve run` of the same config as Ray users start it (no environment: only
+what the config carries), and the plain process. The load generator is `wrk` (Debian package
+`wrk`), which shares the same CPUs. Single-record requests at concurrency 1, 8 and 32,
+1,000-record requests, then an overload (concurrency 256): Serve answers what it cannot queue
+with 503 (counted as `busy`), the plain process queues everything.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ SCENARIOS = [  # (name, records per request, concurrency, seconds)
     ("single c=8", 1, 8, 10),
     ("single c=32", 1, 32, 15),
     ("batch 1000 c=2", 1000, 2, 10),
+    ("overload c=256", 1, 256, 10),
 ]
 
 
@@ -72,19 +77,21 @@ def _load(url: str, body_file: Path, concurrency: int, seconds: int, work: Path)
     subprocess.run([*base[:3], "-d2s", *base[3:]], env=env, check=True, capture_output=True)
     out = subprocess.run([*base[:3], f"-d{seconds}s", "--timeout", "10s", *base[3:]], env=env,
                          check=True, capture_output=True, text=True).stdout  # fmt: skip
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if not latency:  # nothing answered: wrk prints no distribution
+        raise RuntimeError(f"wrk got no answer at concurrency {concurrency}:\n{out}")
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                        out)  # fmt: skip
-    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (
-        sum(int(g) for g in socket.groups()) if socket else 0)  # fmt: skip
     return {
         "requests": total,
         "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": _ms(latency["50"]),
         "p99_ms": _ms(latency["99"]),
-        "errors": errors,
+        # Non-2xx: Serve's busy answers (503) under overload, errors anywhere else.
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(int(g) for g in socket.groups()) if socket else 0,
     }
 
 
@@ -128,8 +135,9 @@ def _run_target(
             row["rows_per_s"] = row["req_per_s"] * size
             results[scenario] = row
             print(
-                f"  {name:<6} {scenario:<15} {row['req_per_s']:8.1f} req/s "
-                f"p50 {row['p50_ms']:6.1f} ms p99 {row['p99_ms']:6.1f} ms errors {row['errors']}"
+                f"  {name:<9} {scenario:<15} {row['req_per_s']:8.1f} req/s "
+                f"p50 {row['p50_ms']:6.1f} ms p99 {row['p99_ms']:6.1f} ms "
+                f"non-2xx {row['non_2xx']} socket errors {row['socket_errors']}"
             )
     finally:
         _stop(proc)
@@ -160,28 +168,35 @@ def main() -> None:
     config = work / "serve-config.yaml"
     config.write_text(render_config(serve_config(ServeArgs(tracking_uri=tracking),
                                                  "127.0.0.1", serve_port)))  # fmt: skip
-    serve = _run_target("serve", [str(BIN / "serve"), "run", str(config)],
-                        f"http://127.0.0.1:{serve_port}", work, {**ENV, **SERVE_ENV})  # fmt: skip
-    # (HAProxy's stats/metrics listeners keep their defaults, 8404 and 9101.)
-    plain = _run_target(
-        "plain",
-        [sys.executable, "-m", "ray_app.plain_server", "--tracking-uri", tracking,
-         "--port", str(plain_port)],
-        f"http://127.0.0.1:{plain_port}", work, ENV,
-    )  # fmt: skip
+    # A fresh local Ray each time (RAY_ADDRESS=local), whatever /tmp/ray names.
+    local = {**ENV, "RAY_ADDRESS": "local"}
+    command = [str(BIN / "serve"), "run", str(config)]
+    url = f"http://127.0.0.1:{serve_port}"
+    targets = {
+        # (HAProxy's stats/metrics listeners keep their defaults, 8404 and 9101.)
+        "serve": _run_target("serve", command, url, work, {**local, **SERVE_ENV}),
+        "serve run": _run_target("serve-run", command, url, work, local),
+        "plain": _run_target(
+            "plain",
+            [sys.executable, "-m", "ray_app.plain_server", "--tracking-uri", tracking,
+             "--port", str(plain_port)],
+            f"http://127.0.0.1:{plain_port}", work, ENV,
+        ),
+    }  # fmt: skip
 
-    report: dict[str, Any] = {"benchmark": "serve", "serve": serve, "plain": plain, "ratio": {}}
+    report: dict[str, Any] = {"benchmark": "serve", **targets, "ratio": {}}
     titles = ("serve req/s", "plain req/s", "ratio", "serve p50", "serve p99", "plain p50",
-              "rows/s serve", "errors")  # fmt: skip
-    print(f"{'scenario':<16}" + "".join(f"{t:>13}" for t in titles))
+              "plain p99", "run p50", "run req/s", "serve busy")  # fmt: skip
+    print(f"{'scenario':<16}" + "".join(f"{t:>12}" for t in titles))
     for scenario, *_ in SCENARIOS:
-        s, p = serve[scenario], plain[scenario]
+        s, r, p = (targets[t][scenario] for t in ("serve", "serve run", "plain"))
         ratio = s["req_per_s"] / p["req_per_s"]
         report["ratio"][scenario] = ratio
         cells = (f"{s['req_per_s']:.1f}", f"{p['req_per_s']:.1f}", f"{ratio:.2f}",
                  f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", f"{p['p50_ms']:.1f}",
-                 f"{s['rows_per_s']:.0f}", str(s["errors"] + p["errors"]))  # fmt: skip
-        print(f"{scenario:<16}" + "".join(f"{c:>13}" for c in cells))
+                 f"{p['p99_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['req_per_s']:.1f}",
+                 f"{s['non_2xx'] / max(s['requests'], 1):.0%}")  # fmt: skip
+        print(f"{scenario:<16}" + "".join(f"{c:>12}" for c in cells))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
@@ -134,6 +134,20 @@ class ApiMetrics:
         )  # fmt: skip
         info = Gauge("adult_model_info", "served model", ["model_version"], registry=self.registry)
         info.labels(model_version=model_version).set(1)
+        # Drift against the training reference over the serving window (set at each scrape).
+        self.feature_psi = Gauge("adult_feature_psi", "PSI of a feature vs training",
+                                 ["feature"], registry=self.registry)  # fmt: skip
+        self.score_psi = Gauge("adult_score_psi", "PSI of P(>50K) vs validation",
+                               registry=self.registry)  # fmt: skip
+        self.drift_rows = Gauge("adult_drift_window_rows", "rows in the drift window",
+                                registry=self.registry)  # fmt: skip
+
+    def set_drift(self, drift: dict[str, Any]) -> None:
+        for feature, value in drift["feature_psi"].items():
+            self.feature_psi.labels(feature=feature).set(value)
+        if "score_psi" in drift:
+            self.score_psi.set(drift["score_psi"])
+        self.drift_rows.set(drift["rows"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -215,10 +229,12 @@ def create_api(
     waiting_for: Callable[[], str | None] = lambda: None,
     max_body_bytes: Callable[[], int] = lambda: MAX_BODY_BYTES,
     keys: Callable[[], tuple[bytes, ...]] = api_keys,
+    drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
 ) -> FastAPI:
     """The FastAPI app. `get_scoring` returns this process's backend (None until loaded);
     `waiting_for` names the model URI a 'no-model' answer waits for; `keys` are the API keys
-    /predict requires (none: open); `max_body_bytes` bounds a /predict body before parsing."""
+    /predict requires (none: open); `max_body_bytes` bounds a /predict body before parsing;
+    `drift` gives the PSI gauges' values at each /metrics scrape (None: not yet)."""
     registry: dict[str, ApiMetrics] = {}
     app = FastAPI(
         title="Adult income API",
@@ -275,7 +291,11 @@ def create_api(
     )
     async def prometheus() -> Response:
         """Prometheus text format (version 0.0.4)."""
-        return PlainTextResponse(metrics().render(), media_type="text/plain; version=0.0.4")
+        m = metrics()
+        found = await drift() if drift else None
+        if found:
+            m.set_drift(found)
+        return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS)
     async def predict(body: Record | list[Record]) -> Any:  # type: ignore[valid-type]

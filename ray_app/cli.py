@@ -497,6 +497,97 @@ def serve(
 
 
 @app.command()
+def deploy(
+    model_uri: Annotated[
+        str, typer.Argument(help="the version to serve: models:/adult-income/3 or an alias")
+    ],
+    local: Annotated[
+        bool, typer.Option("--local", help="a Ray head's Serve REST API (else the RayService)")
+    ] = False,
+    ray_address: Annotated[
+        str, typer.Option(help="--local: the Ray head's dashboard URL")
+    ] = "http://127.0.0.1:8265",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow store (default: ./mlflow.db --local, the in-cluster one else)"),
+    ] = None,
+    serve_port: Annotated[int, typer.Option(help="--local: Serve HTTP port")] = 8000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve a registered version in place (rollout or rollback): the pipeline's deploy step.
+
+    Only the pinned version changes in the Serve config, so Serve reconfigures the running
+    replicas (no restart, no request refused); returns once /health names the version.
+    """
+    from ray_app.pipeline import default_launch, deploy_step
+
+    if local:
+        store = _absolute_sqlite(tracking_uri or "sqlite:///mlflow.db")
+        launch = {"backend": "local", "ray_address": ray_address, "serve_port": serve_port,
+                  "tracking_uri": store}  # fmt: skip
+    else:
+        launch = default_launch()
+        if tracking_uri:  # e.g. a port-forwarded in-cluster MLflow
+            launch["tracking_uri"] = tracking_uri
+    with _stdout_for_result(as_json), err.status(f"deploying {model_uri}"):
+        result = deploy_step(launch, model_uri)
+    _emit(result, as_json, "deployed")
+
+
+@app.command()
+def monitor(
+    data_path: Annotated[
+        str, typer.Option("--data", help="file, folder, glob or URI of recent rows (CSV/Parquet)")
+    ],
+    model_uri: ModelUriOpt = "models:/adult-income@champion",
+    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    threshold: Annotated[float, typer.Option(help="PSI above which a feature drifted")] = 0.2,
+    out: Annotated[Path | None, typer.Option(help="report folder")] = None,
+    retrain: Annotated[bool, typer.Option(help="on drift or a performance drop, train")] = False,
+    dry_run: Annotated[bool, typer.Option(help="--retrain: say what would run")] = False,
+    train_args: Annotated[str, typer.Option(help="--retrain: `ray-app train` options")] = "",
+    launch: Annotated[
+        str, typer.Option(help="--retrain on: here (a local Ray), head (--ray-address), kuberay")
+    ] = "here",
+    ray_address: Annotated[
+        str, typer.Option(help="--launch head: the Ray head's dashboard URL")
+    ] = "http://127.0.0.1:8265",
+    as_json: JsonOpt = False,
+) -> None:
+    """Drift (PSI per feature and score) and live performance against the training reference."""
+    import time
+
+    import mlflow
+
+    from ray_app import monitor as mon
+    from ray_app.config import TrackingConfig
+    from ray_app.pipeline import default_launch
+    from ray_app.tracking import pin, registry_bundle
+
+    if launch not in ("here", "head", "kuberay"):
+        raise UserError(f"--launch must be here, head or kuberay, got {launch!r}")
+    tracking_uri = _absolute_sqlite(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    uri, version = pin(model_uri, None)
+    with _stdout_for_result(as_json), err.status(f"checking {data_path} against {uri}"):
+        report = mon.check(data_path, registry_bundle(uri), version, threshold)
+        folder = out or Path("monitoring") / time.strftime("%Y%m%d-%H%M%S")
+        mon.write_report(report, folder)
+        report["report"] = str(folder)
+        report["mlflow_run_id"] = mon.log_to_mlflow(report, folder, TrackingConfig().experiment)
+        report["retrain"] = None
+        if retrain and report["retrain_needed"]:
+            target = None
+            if launch == "head":
+                target = {"backend": "local", "ray_address": ray_address,
+                          "tracking_uri": tracking_uri}  # fmt: skip
+            elif launch == "kuberay":
+                target = default_launch()
+            report["retrain"] = mon.retrain(tracking_uri, train_args, target, dry_run)
+    _emit(mon.public(report), as_json, "monitoring report")
+
+
+@app.command()
 def evaluate(
     model_uri: ModelUriOpt = "models:/adult-income@champion",
     test_data: TestDataOpt = None,

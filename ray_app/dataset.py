@@ -52,6 +52,7 @@ class SplitDatasets:
     test: Any
     provenance: dict[str, Any]
     labels: dict[str, np.ndarray]  # per split: 1 byte a row, for summaries and stratification
+    train_stats: dict[str, Any] | None = None  # value counts of the training split, when counted
 
     def sizes(self) -> dict[str, int]:
         return {name: len(labels) for name, labels in self.labels.items()}
@@ -176,6 +177,13 @@ def load_datasets(cfg: DataConfig) -> SplitDatasets:
 
 def fit_preprocessor(train: Any, cfg: FeatureConfig) -> Preprocessor:
     """Vocabularies and quantiles from per-block value counts merged on the driver."""
+    return Preprocessor.fit_stats(train_stats(train), cfg)
+
+
+def train_stats(train: Any) -> dict[str, Any]:
+    """Exact value counts of every column of the training split, counted per block in Ray
+    tasks and merged on the driver (`column_stats`, `merge_stats`): what the preprocessor and
+    the monitoring reference are fitted on."""
 
     def stats(batch: pd.DataFrame) -> dict[str, list[str]]:
         return {"stats": [json.dumps(column_stats(batch))]}
@@ -190,7 +198,7 @@ def fit_preprocessor(train: Any, cfg: FeatureConfig) -> Preprocessor:
         merged = block if merged is None else merge_stats(merged, block)
     if merged is None:
         raise DataError("the training split is empty")
-    return Preprocessor.fit_stats(merged, cfg)
+    return merged
 
 
 def encode(dataset: Any, pre: Preprocessor) -> Any:

@@ -20,12 +20,13 @@ from ray_app.config import AppConfig
 from ray_app.data import FEATURE_COLUMNS, LABEL_COLUMN, Splits, load_splits
 from ray_app.dataset import (
     SplitDatasets,
-    fit_preprocessor,
     load_datasets,
     model_ready,
     score_dataset,
     summarise_datasets,
+    train_stats,
 )
+from ray_app.drift import build_reference, save_reference
 from ray_app.errors import UserError
 from ray_app.evaluate import SLICE_COLUMNS, evaluate_predictions, gbdt_reference, write_plots
 from ray_app.features import Preprocessor
@@ -53,9 +54,11 @@ def prepare_data(cfg: AppConfig) -> tuple[Splits, Preprocessor, EncodedData]:
 
 def prepare_datasets(cfg: AppConfig) -> tuple[SplitDatasets, Preprocessor, dict[str, Any]]:
     """On Ray (train, tune): the same, with Ray Data; the driver never holds the rows. Returns
-    the raw split Datasets, the preprocessor and the encoded, materialized train/val."""
+    the raw split Datasets (with the training split's value counts, `train_stats`), the
+    preprocessor and the encoded, materialized train/val."""
     splits = load_datasets(cfg.data)
-    pre = fit_preprocessor(splits.train, cfg.features)
+    splits.train_stats = train_stats(splits.train)
+    pre = Preprocessor.fit_stats(splits.train_stats, cfg.features)
     return splits, pre, model_ready(splits, pre)
 
 
@@ -145,6 +148,11 @@ def run_train_job(
         scored = _scored(splits.test, bundle, "candidate")
         prob = scored["probability"].to_numpy()
         report = evaluate_predictions(scored, prob)
+        # The drift reference (README "Monitoring and retraining"), in the bundle it describes.
+        val_prob = _scored(splits.val, bundle, "val")["probability"].to_numpy()
+        assert splits.train_stats is not None
+        save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"]),
+                       bundle)  # fmt: skip
         gbdt = _gbdt_on_ray(splits, pre, seed=cfg.train.seed)
         best = min(outcome.meta["history"], key=lambda r: r["val_log_loss"])
         summary_metrics = {

@@ -46,8 +46,12 @@ def _launcher(launch: dict[str, Any]) -> Any:
 
     cfg = LaunchConfig(**launch)
     if cfg.backend == "local":
-        # Ray 2.60 token auth: the head's token, from the step's environment (never a param).
+        # Ray 2.60 token auth: the head's token from the environment (never a param), else
+        # the file a local `ray start` / `ray.init()` wrote (Ray's own clients read both).
         token = os.environ.get("RAY_AUTH_TOKEN")
+        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+        if not token and token_file.is_file():
+            token = token_file.read_text().strip()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return cfg, LocalRayJobs(cfg, headers)
     from kubernetes import client, config
@@ -169,7 +173,7 @@ def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:
     alias = TrackingConfig().champion_alias
     name = model_uri.removeprefix("models:/").split("/", 1)[0].split("@", 1)[0]
     args = ServeArgs(model_uri=f"models:/{name}@{alias}", tracking_uri=tracking)
-    version = pin(model_uri, None)[1]
+    version = pin(model_uri, cfg.tracking_uri)[1]
     doc = serve_config(args, host=host, model_version=version)
     result: dict[str, Any] = launcher.deploy(yaml.safe_dump(doc, sort_keys=False), version)
     return {**result, "model_uri": model_uri}

@@ -15,7 +15,8 @@ import asyncio
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from ray_app.api import API_KEY_ENV, MAX_BODY_BYTES, Unavailable, api_keys, create_api
 from ray_app.artifacts import PREPROCESSOR, load_model
+from ray_app.drift import DriftWindow, bin_codes, load_reference, psi, score_counts
 from ray_app.errors import UserError
 from ray_app.features import Preprocessor
 from ray_app.tracking import NoModelYet, pin
@@ -36,20 +38,25 @@ logger = logging.getLogger("ray.serve")
 # What a handle call raises when the replica it went to died or stopped answering.
 LOST = (RayActorError, ActorUnavailableError, DeploymentUnavailableError, BackPressureError)
 APP_NAME = "adult-income"
-# Cluster-wide Serve settings (read by the controller, proxy and replicas at start, so they go
-# in the environment of `ray start` / `serve run` / the RayService pods, not in the app config).
-# Measured on 2 cores, single-record p50 at concurrency 1 (README): defaults 17.5 ms; gRPC
-# between proxy and replicas and between deployments 11.8 ms; user code and router on the
-# replica's own event loop 10.6 ms; HAProxy in place of the Python proxy, with the ingress
-# replica serving HTTP directly, 5.9 ms.
-SERVE_ENV = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+# Serve's throughput settings (its RAY_SERVE_THROUGHPUT_OPTIMIZED set, read from the
+# environment when a process starts). Measured on 2 cores, single-record p50 at concurrency 1
+# (README): defaults 17.5 ms; gRPC between proxy and replicas and between deployments 11.8 ms;
+# user code and router on the replica's own event loop 10.6 ms; HAProxy in place of the
+# Python proxy, with the ingress replica serving HTTP directly, 5.9 ms.
+# The replicas' share rides in the Serve config (the application's runtime_env), so a plain
+# `serve run` of it gets them too (p50 16.2 -> 10.6 ms, README):
+REPLICA_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
 }
-
+# ...the rest is read by the controller and proxies, which start before any application: the
+# environment of `ray start` / `serve run` / the RayService pods (`ray-app serve` sets it).
+SERVE_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    **REPLICA_ENV,
+}
 
 # Overload: each Api replica works on at most 64 requests and queues 64 more; beyond that
 # Serve answers 503 with Retry-After at once (BUSY), so latency stays bounded instead of
@@ -82,6 +89,10 @@ class ServeArgs(BaseModel):
     torch_threads: int = Field(1, ge=1)
     # Cold start: an alias that resolves to nothing yet is looked up again this often.
     model_poll_s: float = Field(5.0, gt=0.0, description="no model yet: registry poll period")
+    # Drift gauges on /metrics: PSI of the last `drift_window` scored rows against the training
+    # reference, once at least `drift_min_rows` have been seen (fewer give noisy PSI).
+    drift_window: int = Field(5000, ge=100, description="rows in the drift window")
+    drift_min_rows: int = Field(500, ge=1, description="rows before PSI is exported")
 
 
 class VersionPin(BaseModel):
@@ -144,8 +155,8 @@ class Preprocess:
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ServeArgs(**args)
-        # (preprocessor, version), swapped as one reference: a batch reads it once.
-        self.loaded: tuple[Preprocessor, str] | None = None
+        # (preprocessor, version, drift window), swapped as one reference: a batch reads it once.
+        self.loaded: tuple[Preprocessor, str, DriftWindow | None] | None = None
         self.looked = 0.0
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
@@ -162,7 +173,9 @@ class Preprocess:
         except NoModelYet as exc:
             logger.warning("%s: serving 'no-model' until one is registered", exc)
             return
-        self.loaded = (Preprocessor.load(bundle / PREPROCESSOR), version)
+        reference = load_reference(bundle)  # None: a bundle from before monitoring
+        window = DriftWindow(reference, self.args.drift_window) if reference else None
+        self.loaded = (Preprocessor.load(bundle / PREPROCESSOR), version, window)
 
     async def _maybe_load(self) -> None:
         if self.loaded is None and time.monotonic() - self.looked >= self.args.model_poll_s:
@@ -175,16 +188,28 @@ class Preprocess:
         await self._maybe_load()
         return {"model_version": self.loaded[1] if self.loaded else None}
 
+    def drift(self) -> dict[str, Any] | None:
+        """PSI per feature over this replica's window, and the score reference (the ingress
+        bins the scores it returned); None before `drift_min_rows` rows or without a reference.
+        """
+        window = self.loaded[2] if self.loaded else None
+        if window is None or window.filled < min(self.args.drift_min_rows, window.size):
+            return None
+        return {"rows": window.filled, "feature_psi": window.psi(),
+                "score_fractions": window.reference["score"]["fractions"]}  # fmt: skip
+
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)
     async def __call__(self, batch: list[dict[str, list[Any]]]) -> list[Encoded | None]:
         loaded = self.loaded
         if loaded is None:
             return [None] * len(batch)
-        pre, version = loaded
+        pre, version, window = loaded
         # One transform for all requests in the batch, then split back per request.
         sizes = [len(columns["age"]) for columns in batch]
         merged = {c: [v for columns in batch for v in columns[c]] for c in batch[0]}
         x_cat, x_num = pre.transform(merged)
+        if window is not None:  # a few numpy calls per batch
+            window.add(bin_codes(window.reference, x_cat, merged))
         bounds = np.cumsum([0, *sizes])
         return [(x_cat[a:b], x_num[a:b], version) for a, b in itertools.pairwise(bounds)]
 
@@ -258,6 +283,19 @@ class _GraphScoring:
     preprocess: DeploymentHandle
     model: DeploymentHandle
     model_version: str | None = None
+    # The scores this replica returned last (the drift window of the score PSI).
+    scores: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+
+    async def drift(self) -> dict[str, Any] | None:
+        """Feature PSI from Preprocess's window, score PSI from this replica's (for /metrics)."""
+        try:
+            found = await asyncio.wait_for(self.preprocess.drift.remote(), timeout=2.0)
+        except Exception:
+            return None
+        if found is None or not self.scores:
+            return found
+        counts = score_counts(np.fromiter(self.scores, float))
+        return {**found, "score_psi": psi(found["score_fractions"], counts)}
 
     async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str] | None:
         # Awaiting here and passing the arrays on measured faster than handing the pending
@@ -274,6 +312,7 @@ class _GraphScoring:
             raise Unavailable(f"a serving replica was lost mid-request ({type(exc).__name__}); "
                               "retry") from exc  # fmt: skip
         self.model_version = result[1]
+        self.scores.extend(result[0])
         return result
 
     async def ready(self) -> bool:
@@ -328,7 +367,12 @@ def _configure_replica(scoring: _GraphScoring, args: ServeArgs) -> None:
         logger.warning("%s is not set: /predict answers anyone who reaches the port", API_KEY_ENV)
 
 
-app = create_api(_scoring, _max_records, _waiting_for, _max_body_bytes)
+async def _drift() -> dict[str, Any] | None:
+    scoring = _scoring()
+    return await scoring.drift() if scoring else None
+
+
+app = create_api(_scoring, _max_records, _waiting_for, _max_body_bytes, drift=_drift)
 
 
 @serve.deployment(
@@ -342,7 +386,8 @@ class Api:
 
     def __init__(self, preprocess: DeploymentHandle, model: DeploymentHandle, args: dict) -> None:
         parsed = ServeArgs(**args)
-        _configure_replica(_GraphScoring(preprocess, model), parsed)
+        scores: deque[float] = deque(maxlen=parsed.drift_window)
+        _configure_replica(_GraphScoring(preprocess, model, scores=scores), parsed)
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -413,6 +458,7 @@ def serve_config(
                 "name": APP_NAME,
                 "route_prefix": "/",
                 "import_path": "ray_app.serve:build_app",
+                "runtime_env": {"env_vars": dict(REPLICA_ENV)},
                 "args": args.model_dump(),
                 "deployments": deployments,
             }

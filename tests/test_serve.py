@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from ray_app.api import BUSY, NO_KEY
 from ray_app.config import DataConfig
-from ray_app.data import FEATURE_COLUMNS, load_splits
+from ray_app.data import FEATURE_COLUMNS, load_splits, read_table
 from ray_app.serve import API_MAX_ONGOING, SERVE_ENV, ServeArgs, render_config, serve_config
 
 from .conftest import ENV, REPO, descendants, free_port, stop_group
@@ -411,3 +411,34 @@ def test_the_openapi_document_is_the_contract_for_a_fuzzer(served, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout
+
+
+def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served):
+    """The Preprocess window (5,000 rows) against the model's training reference: clean
+    adult.test rows keep every feature's PSI low; 5,000 rows with ages +15 and one occupation
+    then push those two past 0.2 on /metrics."""
+    test = read_table(REPO / "data" / "adult.test").head(5000)
+
+    def send(frame) -> None:
+        rows = frame[FEATURE_COLUMNS].astype(object).to_dict("records")
+        records = [{k: (None if v != v else v) for k, v in r.items()} for r in rows]
+        for start in range(0, len(records), 1000):
+            answer = predict(served["url"], json=records[start : start + 1000], timeout=60)
+            assert answer.status_code == 200, answer.text
+
+    def gauges() -> dict[str, float]:
+        text = httpx.get(f"{served['url']}/metrics").text
+        found = dict(re.findall(r'^adult_feature_psi\{feature="(\w+)"\} (\S+)$', text, re.M))
+        assert re.search(r"^adult_score_psi \S+$", text, re.M), text[-2000:]
+        return {k: float(v) for k, v in found.items()}
+
+    send(test)
+    clean = gauges()
+    assert len(clean) == 14 and max(clean.values()) < 0.1, clean
+    shifted = test.copy()
+    shifted["age"] = (shifted["age"] + 15).clip(upper=90)
+    shifted["occupation"] = "Prof-specialty"
+    send(shifted)
+    moved = gauges()
+    assert moved["age"] > 0.2 and moved["occupation"] > 0.2, moved
+    assert {k for k, v in moved.items() if v > 0.2} == {"age", "occupation"}, moved
