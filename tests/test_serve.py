@@ -289,9 +289,9 @@ class Load:
 
 def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatch):
     """Concurrency 16 while the pipeline's deploy step (a Serve REST PUT, what KubeRay does)
-    moves to version 2 and back to 1: no non-2xx, and every request sent after each deploy
-    returned is answered by the new version. Version 2 is version 1's model registered again,
-    so the answers are comparable; the version is what moves."""
+    moves to version 2 and `ray-app deploy` (the same step) back to 1: no non-2xx, and every
+    request sent after each deploy returned is answered by the new version. Version 2 is
+    version 1's model registered again, so the answers are comparable; the version moves."""
     from mlflow.tracking import MlflowClient
 
     from ray_app.pipeline import deploy_step
@@ -310,7 +310,18 @@ def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatc
             if windows:
                 windows[-1][1] = time.monotonic()
             client.set_registered_model_alias("adult-income", "champion", version)
-            result = deploy_step(launch, f"models:/adult-income/{version}")
+            if version == "1":  # the rollback through the CLI: `ray-app deploy`, same step
+                proc = subprocess.run(
+                    ["ray-app", "deploy", "models:/adult-income/1", "--local", "--json",
+                     "--ray-address", launch["ray_address"], "--tracking-uri",
+                     served["tracking"], "--serve-port", str(served["port"])],
+                    env={**ENV, "RAY_AUTH_TOKEN": TOKEN}, capture_output=True, text=True,
+                    timeout=300,
+                )  # fmt: skip
+                assert proc.returncode == 0, proc.stderr[-3000:]
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                result = deploy_step(launch, f"models:/adult-income/{version}")
             assert result["model_version"] == version
             windows.append([time.monotonic(), float("inf"), version])
             time.sleep(3)
