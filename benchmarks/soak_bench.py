@@ -126,8 +126,10 @@ def main() -> None:
     report = {"benchmark": "soak", "concurrency": args.concurrency, "minutes": minutes,
               "rss_after_warmup_mb": baseline, "errors": errors, "p99_ratio": p99_ratio,
               "rss_growth": growth, "checks": checks}  # fmt: skip
-    print(f"errors {errors}; p99 last/first {p99_ratio:.2f}; RSS growth "
-          + ", ".join(f"{d} {g:+.1%}" for d, g in growth.items()))
+    print(
+        f"errors {errors}; p99 last/first {p99_ratio:.2f}; RSS growth "
+        + ", ".join(f"{d} {g:+.1%}" for d, g in growth.items())
+    )
     for name, ok in checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from ray_app.config import IMAGE, AppConfig, plain_mlp
+from ray_app.config import IMAGE, AppConfig, dump_config, load_config_file, plain_mlp
 from ray_app.errors import UserError
 
 app = typer.Typer(
@@ -71,7 +71,7 @@ DataDirOpt = Annotated[
     ),
 ]
 StorageOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--storage-path",
         envvar="RAY_APP_STORAGE_PATH",
@@ -84,6 +84,16 @@ JsonOpt = Annotated[
 TrackingOpt = Annotated[
     str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
 ]
+TrackingOptional = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                 help="MLflow tracking URI [sqlite:///mlflow.db]"),
+]  # fmt: skip
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML of the config tree (`ray-app config show`); "
+                 "options given on the command line override it"),
+]  # fmt: skip
 ModelUriOpt = Annotated[str, typer.Option(help="MLflow model URI or registry alias")]
 RayAddressOpt = Annotated[
     str | None,
@@ -119,17 +129,26 @@ def _absolute_sqlite(tracking_uri: str) -> str:
     return tracking_uri
 
 
-def _build_config(**sections: dict[str, Any]) -> AppConfig:
-    """Validate CLI values into the typed tree; a bad value is a user error, not a traceback."""
+def _build_config(config_file: Path | None = None, **sections: dict[str, Any]) -> AppConfig:
+    """Validate into the typed tree: the tree's defaults, then the config file's values, then
+    the options given on the command line (None: not given). A bad value is a user error
+    naming the file and the field, not a traceback."""
+    tree = load_config_file(config_file) if config_file else {}
+    for section, values in sections.items():
+        given = {f: x for f, x in values.items() if x is not None}
+        if given:
+            base = tree.get(section) or {}
+            if not isinstance(base, dict):
+                raise UserError(f"{config_file}: '{section}' must be a mapping of settings")
+            tree[section] = {**base, **given}
     try:
-        # Options left unset (None) take the tree's defaults.
-        cleaned = {k: {f: x for f, x in v.items() if x is not None} for k, v in sections.items()}
-        return AppConfig(**{k: v for k, v in cleaned.items() if v})
+        return AppConfig(**tree)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise UserError(f"invalid configuration: {problems}") from None
+        where = f" ({config_file} and the options given)" if config_file else ""
+        raise UserError(f"invalid configuration{where}: {problems}") from None
 
 
 def _data(
@@ -175,29 +194,35 @@ def train(
     test_data: TestDataOpt = None,
     test_fraction: TestFractionOpt = None,
     max_test_overlap: MaxOverlapOpt = None,
-    workers: Annotated[int, typer.Option(help="Ray Train workers (DDP)", min=1)] = 2,
+    workers: Annotated[int | None, typer.Option(help="Ray Train workers (DDP) [2]", min=1)] = None,
     cpus_per_worker: Annotated[
-        int, typer.Option(help="CPUs (and torch threads) per worker", min=1)
-    ] = 1,
-    use_gpu: Annotated[bool, typer.Option(help="one GPU per worker")] = False,
+        int | None, typer.Option(help="CPUs (and torch threads) per worker [1]", min=1)
+    ] = None,
+    use_gpu: Annotated[bool | None, typer.Option(help="one GPU per worker [no]")] = None,
     epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
     batch_size: Annotated[int | None, typer.Option(help="global batch size")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     model: Annotated[str, typer.Option(help="'plr' (default) or 'plain' (the seed's MLP)")] = "plr",
     subsample: Annotated[int | None, typer.Option(help="train on N rows only (quick runs)")] = None,
-    seed: Annotated[int, typer.Option(help="training seed")] = 0,
-    max_failures: Annotated[int, typer.Option(help="worker failures to recover from")] = 2,
-    storage_path: StorageOpt = Path("ray_results"),
+    seed: Annotated[int | None, typer.Option(help="training seed [0]")] = None,
+    max_failures: Annotated[
+        int | None, typer.Option(help="worker failures to recover from [2]")
+    ] = None,
+    storage_path: StorageOpt = None,
     data_dir: DataDirOpt = None,
     ray_address: RayAddressOpt = None,
-    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
-    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "adult-income",
-    registered_model: Annotated[str, typer.Option(help="MLflow registered model")] = "adult-income",
-    register: Annotated[bool, typer.Option(help="register a model version")] = True,
+    tracking_uri: TrackingOptional = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment")] = None,
+    registered_model: Annotated[str | None, typer.Option(help="MLflow registered model")] = None,
+    register: Annotated[bool | None, typer.Option(help="register a model version [yes]")] = None,
     fail_once_at_epoch: Annotated[int | None, typer.Option(hidden=True)] = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train with Ray Train (DDP), evaluate on the test split, log and register in MLflow."""
+    """Train with Ray Train (DDP), evaluate on the test split, log and register in MLflow.
+
+    Settings: the config tree's defaults (`ray-app config show`), then --config FILE, then
+    the options given here."""
     if model not in ("plr", "plain"):
         raise UserError(f"--model must be 'plr' or 'plain', got {model!r}")
     train_section: dict[str, Any] = {"seed": seed, "fail_once_at_epoch": fail_once_at_epoch}
@@ -205,6 +230,7 @@ def train(
         if value is not None:
             train_section[key] = value
     cfg = _build_config(
+        config,
         data=_data(data_path, test_data, test_fraction, max_test_overlap, data_dir, subsample),
         train=train_section,
         ray={
@@ -252,31 +278,39 @@ def tune(
     test_data: TestDataOpt = None,
     test_fraction: TestFractionOpt = None,
     max_test_overlap: MaxOverlapOpt = None,
-    num_samples: Annotated[int, typer.Option(help="trials to sample", min=1)] = 16,
-    max_concurrent: Annotated[int, typer.Option(help="trials at once", min=1)] = 2,
-    max_epochs: Annotated[int, typer.Option(help="epoch budget per trial (ASHA max_t)")] = 16,
-    grace_period: Annotated[int, typer.Option(help="ASHA grace period (epochs)")] = 2,
-    reduction_factor: Annotated[int, typer.Option(help="ASHA reduction factor")] = 3,
-    scheduler: Annotated[str, typer.Option(help="'asha' or 'fifo' (full budget)")] = "asha",
+    num_samples: Annotated[int | None, typer.Option(help="trials to sample [16]", min=1)] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="trials at once [2]", min=1)] = None,
+    max_epochs: Annotated[
+        int | None, typer.Option(help="epoch budget per trial (ASHA max_t) [16]")
+    ] = None,
+    grace_period: Annotated[int | None, typer.Option(help="ASHA grace period (epochs) [2]")] = None,
+    reduction_factor: Annotated[int | None, typer.Option(help="ASHA reduction factor [3]")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="'asha' or 'fifo' (full budget)")] = None,
     workers_per_trial: Annotated[
-        int, typer.Option(help="0: loop inside the trial (fastest here); N: TorchTrainer")
-    ] = 0,
-    workers: Annotated[int, typer.Option(help="Ray Train workers for the retrain", min=1)] = 2,
+        int | None, typer.Option(help="0: loop inside the trial (fastest here); N: TorchTrainer")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray Train workers for the retrain [2]", min=1)
+    ] = None,
     subsample: Annotated[int | None, typer.Option(help="train on N rows only")] = None,
-    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    seed: Annotated[int | None, typer.Option(help="sampling seed [0]")] = None,
     name: Annotated[str | None, typer.Option(help="search name (folder under storage)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the interrupted search --name")] = False,
-    retrain: Annotated[bool, typer.Option(help="retrain and register the best config")] = True,
-    storage_path: StorageOpt = Path("ray_results"),
+    retrain: Annotated[
+        bool | None, typer.Option(help="retrain and register the best config [yes]")
+    ] = None,
+    storage_path: StorageOpt = None,
     data_dir: DataDirOpt = None,
     ray_address: RayAddressOpt = None,
-    tracking_uri: TrackingOpt = "sqlite:///mlflow.db",
+    tracking_uri: TrackingOptional = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search with Ray Tune + ASHA (each trial an MLflow run), retrain the best, register it."""
     if resume and not name:
         raise UserError("--resume needs --name of the search to continue")
     cfg = _build_config(
+        config,
         data=_data(data_path, test_data, test_fraction, max_test_overlap, data_dir, subsample),
         ray={"address": ray_address, "num_workers": workers, "storage_path": storage_path},
         tracking={"tracking_uri": tracking_uri},
@@ -290,7 +324,7 @@ def tune(
             "workers_per_trial": workers_per_trial,
             "seed": seed,
             "name": name,
-            "resume": resume,
+            "resume": resume or None,
             "retrain": retrain,
         },
     )
@@ -608,7 +642,15 @@ def evaluate(
 
 
 pipeline_app = typer.Typer(help="The Kubeflow Pipelines (v2) pipeline.", no_args_is_help=True)
+config_app = typer.Typer(help="The typed configuration tree.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective configuration: the tree's defaults, with --config FILE applied."""
+    typer.echo(dump_config(_build_config(config)), nl=False)
 
 
 @pipeline_app.command("compile")
@@ -665,7 +707,7 @@ def pipeline_run(
             "ray_address": ray_address,
             # The Ray job runs in another working directory.
             "tracking_uri": _absolute_sqlite(tracking_uri),
-            "storage_path": str(storage_path.resolve()),
+            "storage_path": str((storage_path or Path("ray_results")).resolve()),
             "serve_port": serve_port,
             "poll_s": 2.0,
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -158,3 +158,32 @@ def plain_mlp(cfg: AppConfig) -> AppConfig:
             ),
         }
     )
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """The sections of a YAML config file (`--config`), as a plain tree for AppConfig; the
+    tree's own validation then names any unknown or bad field."""
+    import yaml
+
+    from ray_app.errors import UserError
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: expected a mapping of sections (data, train, ray, ...), "
+                        f"got {type(doc).__name__}")  # fmt: skip
+    return doc
+
+
+def dump_config(cfg: AppConfig) -> str:
+    """The whole tree as YAML (`ray-app config show`, and the config.yaml of every MLflow run);
+    loadable again with --config."""
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

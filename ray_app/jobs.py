@@ -16,7 +16,7 @@ from sklearn.metrics import log_loss
 
 from ray_app import tracking
 from ray_app.artifacts import save_bundle
-from ray_app.config import AppConfig
+from ray_app.config import AppConfig, dump_config
 from ray_app.data import FEATURE_COLUMNS, LABEL_COLUMN, Splits, load_splits
 from ray_app.dataset import (
     SplitDatasets,
@@ -133,6 +133,7 @@ def run_train_job(
         params = _flatten("", json.loads(cfg.model_dump_json(exclude={"tracking"})), {})
         mlflow.log_params({k: str(v) for k, v in params.items()})
         mlflow.log_dict(summarise_datasets(splits), "data/summary.json")
+        mlflow.log_text(dump_config(cfg), "config.yaml")  # rerun with --config config.yaml
         mlflow.set_tags(_data_tags(splits))
         mlflow.log_artifact(str(pre.save(work / "preprocessor.json")), "preprocessor")
 

@@ -3,6 +3,38 @@
 from __future__ import annotations
 
 from ray_app.config import RayConfig
+from ray_app.errors import UserError
+
+FIX = ("start it (`ray start --head`), fix --ray-address / RAY_ADDRESS, or leave both unset "
+       "to start a local Ray")  # fmt: skip
+
+
+def _check_reachable(address: str) -> None:
+    """An explicit address with nothing behind it fails here, in seconds and in one line;
+    `ray.init` would retry for minutes (a dead head named by a stale cluster file for `auto`).
+    """
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address.startswith("ray://"):
+        target: str | None = address.removeprefix("ray://")
+    else:
+        try:
+            target = canonicalize_bootstrap_address(address)
+        except Exception as exc:
+            raise UserError(
+                f"no Ray cluster for --ray-address {address!r} ({exc}): {FIX}"
+            ) from None
+    if target is None:
+        return  # "local"
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UserError(f"cannot reach a Ray cluster at {target} (--ray-address / RAY_ADDRESS "
+                        f"{address!r}): {reason}; {FIX}") from None  # fmt: skip
 
 
 def ensure_ray(cfg: RayConfig) -> str:
@@ -12,7 +44,16 @@ def ensure_ray(cfg: RayConfig) -> str:
     if ray.is_initialized():
         return "already-initialized"
     if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=True)
+        _check_reachable(cfg.address)
+        try:
+            ray.init(address=cfg.address, log_to_driver=True)
+        except Exception as exc:  # token auth: Ray retries ~24 s, then a ConnectionError
+            if "token" in str(exc).lower() or "auth" in type(exc).__name__.lower():
+                raise UserError(
+                    f"the Ray cluster at {cfg.address} wants an auth token this command does "
+                    "not have: set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
+                ) from None
+            raise
         return cfg.address
     # Embedded default: a fresh local Ray sized to this machine ("local": never the cluster a
     # leftover /tmp/ray/ray_current_cluster names, which may be dead). With its dashboard (on

@@ -82,7 +82,8 @@ def log_pyfunc(bundle_dir: Path, example: pd.DataFrame, registered_name: str | N
 
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=AdultIncomeModel(),
+        # Models from code: the file is logged and run at load time, nothing is pickled.
+        python_model=str(Path(__file__).with_name("mlflow_model.py")),
         artifacts={"bundle": str(bundle_dir)},
         code_paths=[str(PACKAGE_DIR)],
         signature=signature(),

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from ray_app.config import FeatureConfig
@@ -103,12 +104,20 @@ def trained(tmp_path_factory):
     """`ray-app train` (3,000 rows, 2 epochs) into a fresh store; clean and shifted rows."""
     work = tmp_path_factory.mktemp("monitor")
     tracking = f"sqlite:///{work / 'mlflow.db'}"
+    # Settings from a config file (`--config`), one of them overridden on the command line.
+    (work / "run.yaml").write_text("data:\n  subsample: 3000\ntrain:\n  max_epochs: 5\n")
     proc = subprocess.run(
-        ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
+        ["ray-app", "train", "--config", str(work / "run.yaml"), "--epochs", "2", "--json",
          "--tracking-uri", tracking, "--storage-path", str(work / "rr")],
         env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["epochs_run"] <= 2
+    mlflow.set_tracking_uri(tracking)
+    logged = mlflow.artifacts.load_text(f"runs:/{result['mlflow_run_id']}/config.yaml")
+    tree = yaml.safe_load(logged)  # the full tree, logged with the run
+    assert (tree["data"]["subsample"], tree["train"]["max_epochs"]) == (3000, 2)
     test = read_table(REPO / "data" / "adult.test")
     shifted = test.head(3000).copy()
     shifted["age"] = (shifted["age"] + 15).clip(upper=90)
@@ -127,6 +136,7 @@ def _monitor(trained: dict, data: Path, *extra: str) -> dict:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 def test_monitor_reports_no_drift_on_the_official_test_file(trained):
     """False-positive check: adult.test (16,281 rows the model never saw) against a model
     trained on 3,000 rows of adult.data."""
@@ -140,6 +150,7 @@ def test_monitor_reports_no_drift_on_the_official_test_file(trained):
     assert report["retrain"] is None  # nothing to retrain for
 
 
+@pytest.mark.slow
 def test_monitor_flags_a_shift_and_the_dry_run_names_the_training_it_would_start(trained):
     report = _monitor(trained, trained["shifted"], "--retrain", "--dry-run",
                       "--train-args", "--subsample 3000 --epochs 1")  # fmt: skip
@@ -156,6 +167,7 @@ def test_monitor_flags_a_shift_and_the_dry_run_names_the_training_it_would_start
     assert run.data.tags["drift"] == "true" and run.data.metrics["psi_age"] > 0.2
 
 
+@pytest.mark.slow
 def test_monitor_retrains_for_real_and_the_promotion_rule_decides(trained):
     """The real trigger: a second version is trained and registered; it becomes champion only
     if it beats the champion on the same validation rows (the report says which)."""

@@ -110,3 +110,32 @@ def test_a_worse_challenger_leaves_the_alias_and_a_better_one_takes_it(
     result = _promote(registry, v3, better, small_splits.val)
     assert result["val_log_loss"] < result["previous_champion_val_log_loss"]
     assert result["promoted"] is True and result["champion_version"] == v3
+
+
+def test_the_logged_pyfunc_is_code_and_loads_without_unpickling(registry, small_splits, tmp_path):
+    """Models from code: no pickle in the logged model, no CloudPickle warning when logging,
+    loading runs the code file with pickle and cloudpickle disabled, and it scores the same."""
+    import pickle
+    import warnings
+    from unittest import mock
+
+    import cloudpickle
+    import numpy as np
+
+    scorer = _untrained(small_splits)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        version = _register(registry, scorer, tmp_path, 0.5)
+    assert not [w for w in caught if "pickle" in str(w.message).lower()], caught
+    uri = f"models:/{registry.registered_model}/{version}"
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "logged")))
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    refuse = AssertionError("the logged model was unpickled")
+    with mock.patch.object(pickle, "load", side_effect=refuse), \
+            mock.patch.object(pickle, "loads", side_effect=refuse), \
+            mock.patch.object(cloudpickle, "load", side_effect=refuse), \
+            mock.patch.object(cloudpickle, "loads", side_effect=refuse):  # fmt: skip
+        model = mlflow.pyfunc.load_model(uri)
+    rows = small_splits.test[FEATURE_COLUMNS].head(20)
+    np.testing.assert_allclose(model.predict(rows)["probability"], scorer.predict_proba(rows),
+                               atol=1e-6)  # fmt: skip
