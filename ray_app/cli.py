@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, log_path=False)
 
 DataOpt = Annotated[
     str | None,
@@ -89,6 +90,9 @@ TrackingOptional = Annotated[
     typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                  help="MLflow tracking URI [sqlite:///mlflow.db]"),
 ]  # fmt: skip
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", help="Ray's own log lines on the console, not in a file")
+]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="YAML of the config tree (`ray-app config show`); "
@@ -111,6 +115,94 @@ def _stdout_for_result(as_json: bool) -> Iterator[None]:
         return
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+@contextlib.contextmanager
+def _ray_output_to_file(log: Path | None) -> Iterator[None]:
+    """Everything but this command's own console goes to `log`: Ray's and Ray Train's INFO
+    lines, Ray Data's progress, worker logs, library warnings (the process's stdout and stderr
+    file descriptors, so output from C++ and child processes too). None: no redirection."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    previous = err.file
+    err.file = terminal
+    try:
+        with log.open("ab") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                import ray
+
+                if ray.is_initialized():  # its last worker lines land in the log, not after
+                    ray.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
+        err.file = previous
+        terminal.close()
+
+
+def _log_path(cfg: AppConfig, kind: str) -> Path:
+    """Where a run's Ray output goes: <storage>/logs/ (a temp folder for URI storage)."""
+    import tempfile
+    import time
+
+    storage = str(cfg.ray.storage_path)
+    base = Path(tempfile.gettempdir()) if "://" in storage else Path(storage).resolve()
+    return base / "logs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def _say(text: str) -> None:
+    err.print(text, highlight=False)
+
+
+def _print_epoch(metrics: dict[str, Any]) -> None:
+    """One console line per epoch, as Ray Train commits it."""
+    err.print(
+        f"  epoch {int(metrics['epoch']):>2}  loss {metrics['train_loss']:.4f}  "
+        f"val loss {metrics['val_log_loss']:.4f}  acc {metrics['val_accuracy']:.4f}  "
+        f"AUC {metrics.get('val_roc_auc', float('nan')):.4f}  {metrics['epoch_time_s']:.1f} s",
+        highlight=False,
+    )
+
+
+def _train_summary(result: dict[str, Any]) -> None:
+    """The figures a person wants after `ray-app train` (the whole result: --json)."""
+    from rich.table import Table
+
+    table = Table(title="test split", title_justify="left", show_edge=False)
+    for column in ("", "accuracy", "log loss", "ROC-AUC", "F1"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("this model", *(f"{result[f'test_{k}']:.4f}"
+                                  for k in ("accuracy", "log_loss", "roc_auc", "f1")))  # fmt: skip
+    if "gbdt_test_accuracy" in result:
+        table.add_row("HistGradientBoosting", *(
+            f"{result[f'gbdt_test_{k}']:.4f}" if f"gbdt_test_{k}" in result else "-"
+            for k in ("accuracy", "log_loss", "roc_auc", "f1")))  # fmt: skip
+    err.print(table)
+    champion = result.get("champion") or {}
+    if result.get("model_version") is None:
+        model = "model not registered"
+    elif champion.get("promoted"):
+        model = f"model {result['registered_model']} v{result['model_version']}: champion"
+    else:
+        model = (f"model {result['registered_model']} v{result['model_version']}: not promoted "
+                 f"(champion stays v{champion.get('champion_version')})")  # fmt: skip
+    err.print(f"best epoch {result['best_epoch']} of {result['epochs_run']}, "
+              f"{result['train_wall_time_s']:.0f} s of training; {model}",
+              highlight=False)  # fmt: skip
 
 
 def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
@@ -217,6 +309,7 @@ def train(
     register: Annotated[bool | None, typer.Option(help="register a model version [yes]")] = None,
     fail_once_at_epoch: Annotated[int | None, typer.Option(hidden=True)] = None,
     config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train with Ray Train (DDP), evaluate on the test split, log and register in MLflow.
@@ -253,7 +346,10 @@ def train(
     from ray_app.jobs import run_train_job
     from ray_app.runtime import ensure_ray
 
-    with _stdout_for_result(as_json), err.status("starting") as status:
+    log = None if verbose else _log_path(cfg, "train")
+    if log is not None:
+        err.print(f"Ray's own output: {log} (--verbose: here)", highlight=False)
+    with _stdout_for_result(as_json), _ray_output_to_file(log), err.status("starting") as status:
 
         def progress(message: str) -> None:
             status.update(message)
@@ -262,8 +358,11 @@ def train(
         progress("connecting to Ray")
         where = ensure_ray(cfg.ray)
         err.log(f"Ray: {where}")
-        result = run_train_job(cfg, progress)
-    _emit(result, as_json, "training finished")
+        result = run_train_job(cfg, progress, on_epoch=None if verbose else _print_epoch)
+    if as_json or verbose:
+        _emit(result, as_json, "training finished")
+    else:
+        _train_summary(result)
     if not as_json:
         err.print(
             f"MLflow: run {result['mlflow_run_id']} in {cfg.tracking.tracking_uri} "
@@ -304,6 +403,7 @@ def tune(
     ray_address: RayAddressOpt = None,
     tracking_uri: TrackingOptional = None,
     config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search with Ray Tune + ASHA (each trial an MLflow run), retrain the best, register it."""
@@ -328,17 +428,27 @@ def tune(
             "retrain": retrain,
         },
     )
+    from ray_app.console import TrialConsole
     from ray_app.runtime import ensure_ray
     from ray_app.tune import run_tune_job
 
-    with _stdout_for_result(as_json), err.status("starting") as status:
+    log = None if verbose else _log_path(cfg, "tune")
+    if log is not None:
+        err.print(f"Ray's own output: {log} (--verbose: here)", highlight=False)
+    with _stdout_for_result(as_json), _ray_output_to_file(log), err.status("starting") as status:
 
         def progress(message: str) -> None:
             status.update(message)
             err.log(message)
 
         ensure_ray(cfg.ray)
-        result = run_tune_job(cfg, progress)
+        quiet = log is not None
+        result = run_tune_job(
+            cfg,
+            progress,
+            callbacks=[TrialConsole(cfg.search.num_samples, _say)] if quiet else None,
+            on_epoch=_print_epoch if quiet else None,
+        )
     _emit(result, as_json, "search finished")
 
 

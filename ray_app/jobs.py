@@ -115,8 +115,10 @@ def run_train_job(
     cfg: AppConfig,
     progress: Progress = lambda _: None,
     tags: dict[str, str] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Train on Ray, evaluate on the official test split, log and register in MLflow."""
+    """Train on Ray, evaluate on the official test split, log and register in MLflow;
+    `on_epoch` sees each epoch's metrics while training runs (the console's table)."""
     progress("loading and validating data")
     splits, pre, data = prepare_datasets(cfg)
     for note in splits.provenance.get("notes", []):
@@ -138,7 +140,7 @@ def run_train_job(
         mlflow.log_artifact(str(pre.save(work / "preprocessor.json")), "preprocessor")
 
         progress(f"training on {cfg.ray.num_workers} Ray Train worker(s)")
-        outcome = train_distributed(cfg, data, pre.cardinalities, name)
+        outcome = train_distributed(cfg, data, pre.cardinalities, name, on_epoch)
         for row in outcome.meta["history"]:
             epoch = int(row["epoch"])
             skip = {"epoch", "epoch_end_unix"}

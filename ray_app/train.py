@@ -13,7 +13,9 @@ import math
 import os
 import resource
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -193,6 +195,30 @@ def _wait_for_committed_checkpoint(run_dir: Path, epoch: int, timeout_s: float =
         except (OSError, ValueError):
             pass
         time.sleep(0.05)
+
+
+def watch_epochs(run_dir: Path, on_epoch: Callable[[dict], None], stop: threading.Event) -> None:
+    """Driver side, in a thread: `on_epoch(metrics)` for each epoch, read from the history in
+    the newest checkpoint Ray Train committed to the run folder (older ones may be deleted
+    already), until `stop` (then a last look). Local storage only; for a URI the console
+    shows the summary at the end."""
+    seen: set[int] = set()
+    while True:
+        done = stop.wait(0.5)
+        history: list[dict] = []
+        for checkpoint in sorted(run_dir.glob("checkpoint_*"), reverse=True):
+            try:
+                history = json.loads((checkpoint / TRAIN_META).read_text())["history"]
+                break
+            except (OSError, ValueError, KeyError):
+                continue  # not written completely yet, or removed meanwhile
+        for metrics in history:
+            epoch = int(metrics.get("epoch", 0))
+            if epoch and epoch not in seen:
+                seen.add(epoch)
+                on_epoch(metrics)
+        if done:
+            return
 
 
 def _evaluate(model: nn.Module, x_cat: torch.Tensor, x_num: torch.Tensor, y: np.ndarray) -> dict:
@@ -479,17 +505,33 @@ def make_trainer(
 
 
 def train_distributed(
-    cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int], run_name: str
+    cfg: AppConfig,
+    datasets: dict[str, Any],
+    cardinalities: list[int],
+    run_name: str,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainOutcome:
-    """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP); fetch the best model."""
+    """Run `train_loop` on `cfg.ray.num_workers` Ray Train workers (DDP); fetch the best model.
+    `on_epoch` gets each epoch's metrics while it runs (local storage)."""
     import ray.train
 
     trainer = make_trainer(cfg, datasets, cardinalities, run_name)
     start = time.perf_counter()
+    stop = threading.Event()
+    watcher = None
+    if on_epoch is not None and "://" not in str(cfg.ray.storage_path):
+        run_dir = Path(cfg.ray.storage_path).resolve() / run_name
+        watcher = threading.Thread(target=watch_epochs, args=(run_dir, on_epoch, stop),
+                                   daemon=True)  # fmt: skip
+        watcher.start()
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         raise RuntimeError(f"Ray Train run {run_name!r} failed: {exc}") from exc
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=10)
     wall = time.perf_counter() - start
     best = result.get_best_checkpoint(metric=OBJECTIVE, mode="min")
     latest = result.checkpoint

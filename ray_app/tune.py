@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import mlflow
 
@@ -42,6 +43,11 @@ def mlflow_logger(tracking_uri: str, experiment: str, parent_id: str, search: st
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     class ResumableMLflowLogger(MLflowLoggerCallback):
+        # Per resumed trial, the last epoch its child run already holds: the epoch in flight
+        # at Ctrl-C may have been logged before Tune's snapshot held its checkpoint, and the
+        # resumed trial reruns it; it is not logged twice.
+        logged_up_to: ClassVar[dict[str, int]] = {}  # one logger per driver process
+
         def log_trial_start(self, trial: Any) -> None:
             if trial not in self._trial_runs:
                 client = MlflowClient(tracking_uri)
@@ -52,8 +58,16 @@ def mlflow_logger(tracking_uri: str, experiment: str, parent_id: str, search: st
                     f"and tags.trial_name = '{trial}'",
                 )
                 if found:
-                    self._trial_runs[trial] = found[0].info.run_id
+                    run_id = found[0].info.run_id
+                    self._trial_runs[trial] = run_id
+                    steps = client.get_metric_history(run_id, "training_iteration")
+                    self.logged_up_to[str(trial)] = max((m.step for m in steps), default=0)
             super().log_trial_start(trial)
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            if result.get("training_iteration", 0) <= self.logged_up_to.get(str(trial), 0):
+                return
+            super().log_trial_result(iteration, trial, result)
 
     return ResumableMLflowLogger(
         tracking_uri=tracking_uri,
@@ -203,8 +217,14 @@ def summarise_grid(grid: Any) -> dict[str, Any]:
     }
 
 
-def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[str, Any]:
-    """Search with ASHA (trials as nested MLflow runs), then retrain the best with Ray Train."""
+def run_tune_job(
+    cfg: AppConfig,
+    progress: Progress = lambda _: None,
+    callbacks: list[Any] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """Search with ASHA (trials as nested MLflow runs), then retrain the best with Ray Train.
+    `callbacks`: more Tune callbacks (the console's); `on_epoch`: the retrain's epochs."""
     progress("loading and validating data")
     _, pre, datasets = prepare_datasets(cfg)
     tracking.configure(cfg.tracking)
@@ -227,7 +247,7 @@ def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[st
         search = f"{cfg.search.num_samples} trials, {cfg.search.scheduler}, {at_once} at once"
         progress(f"searching: {search}")
         start = time.perf_counter()
-        grid = run_search(cfg, datasets, pre.cardinalities, name, [callback])
+        grid = run_search(cfg, datasets, pre.cardinalities, name, [callback, *(callbacks or [])])
         ended = grid.num_terminated + grid.num_errors
         if ended < cfg.search.num_samples:
             # Tune returns normally after a stop signal: a partial search must not look done.
@@ -247,7 +267,7 @@ def run_tune_job(cfg: AppConfig, progress: Progress = lambda _: None) -> dict[st
         progress("retraining the best config with Ray Train")
         best_cfg = apply_params(cfg, summary["best_config"], search_space(cfg.search.max_epochs))
         retrained = run_train_job(
-            best_cfg, progress, tags={"mlflow.parentRunId": parent.info.run_id}
+            best_cfg, progress, tags={"mlflow.parentRunId": parent.info.run_id}, on_epoch=on_epoch
         )
         result["retrained"] = retrained
         for key in ("test_accuracy", "test_log_loss", "test_roc_auc", "test_f1",

@@ -365,22 +365,40 @@ def test_a_replica_killed_under_load_fails_at_most_the_requests_in_flight(served
 
 
 def test_overload_at_concurrency_256_is_answered_busy_with_retry_after(served):
-    """256 requests at once (100 records each) against 64 working + 64 queued: the rest get
-    Serve's 503 with Retry-After at once, every admitted one is answered, nothing else."""
-    body = [RECORD] * 100
+    """256 requests of 1,000 records arriving at once (connections opened first, then every
+    request written in one go, so a slow client cannot spread them out) against 64 working +
+    64 queued: the rest get Serve's 503 with Retry-After at once; every admitted one is
+    answered; nothing else."""
+    host, port = "127.0.0.1", served["port"]
+    body = json.dumps([RECORD] * 1000).encode()
+    head = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: {AUTH['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
 
-    async def burst() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=256)
-        async with httpx.AsyncClient(headers=AUTH, timeout=120, limits=limits) as client:
-            return await asyncio.gather(
-                *(client.post(f"{served['url']}/predict", json=body) for _ in range(256))
-            )
+    async def burst() -> list[tuple[int, dict[str, str], bytes]]:
+        conns = [await asyncio.open_connection(host, port) for _ in range(256)]
+        for _, writer in conns:
+            writer.write(head + body)
+        await asyncio.gather(*(writer.drain() for _, writer in conns))
 
-    responses = asyncio.run(burst())
-    statuses = [r.status_code for r in responses]
-    busy = [r for r in responses if r.status_code == 503]
+        async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+            raw = await asyncio.wait_for(reader.read(), timeout=120)
+            top, _, payload = raw.partition(b"\r\n\r\n")
+            lines = top.decode().split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+            return int(lines[0].split()[1]), headers, payload
+
+        try:
+            return await asyncio.gather(*(answer(reader) for reader, _ in conns))
+        finally:
+            for _, writer in conns:
+                writer.close()
+
+    answers = asyncio.run(burst())
+    statuses = [status for status, _, _ in answers]
+    busy = [(headers, payload) for status, headers, payload in answers if status == 503]
     assert set(statuses) == {200, 503}, sorted(set(statuses))
-    assert all(r.headers.get("retry-after") == "1" and r.text == BUSY for r in busy)
+    assert all(h.get("retry-after") == "1" and BUSY.encode() in p for h, p in busy)
     assert statuses.count(200) >= API_MAX_ONGOING
     print(f"256 at once: {statuses.count(200)} answered, {len(busy)} busy")
 

