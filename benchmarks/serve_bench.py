@@ -145,24 +145,30 @@ def _run_target(
     return results
 
 
+def setup(name: str, tracking_uri: str | None) -> tuple[Path, str]:
+    """A work folder, and the store whose champion is served: `tracking_uri`, else a fresh one
+    with a default `ray-app train` in it. Exits when wrk is missing."""
+    if shutil.which("wrk") is None:
+        sys.exit(f"{name} needs wrk: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    if tracking_uri is None:
+        tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+        print("training a model for the benchmark ...")
+        subprocess.run(
+            ["ray-app", "train", "--json", "--tracking-uri", tracking_uri,
+             "--storage-path", str(work / "ray_results")],
+            env=ENV, cwd=work, check=True, capture_output=True,
+        )  # fmt: skip
+    return work, tracking_uri
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None, help="use this store's champion")
     parser.add_argument("--out", type=Path, default=OUT / "serve_bench.json")
     args = parser.parse_args()
 
-    if shutil.which("wrk") is None:
-        sys.exit("serve_bench needs wrk: apt-get install wrk")
-    work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
-    tracking = args.tracking_uri
-    if tracking is None:
-        tracking = f"sqlite:///{work / 'mlflow.db'}"
-        print("training a model for the benchmark ...")
-        subprocess.run(
-            ["ray-app", "train", "--json", "--tracking-uri", tracking,
-             "--storage-path", str(work / "ray_results")],
-            env=ENV, cwd=work, check=True, capture_output=True,
-        )  # fmt: skip
+    work, tracking = setup("serve_bench", args.tracking_uri)
 
     serve_port, plain_port = 8123, 8124
     config = work / "serve-config.yaml"

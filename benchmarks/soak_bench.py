@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from serve_bench import BIN, ENV, OUT, _load, _records, _stop, _wait_healthy
+from serve_bench import BIN, ENV, OUT, _load, _records, _stop, _wait_healthy, setup
 
 from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
 
@@ -68,18 +66,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT / "soak_bench.json")
     args = parser.parse_args()
 
-    if shutil.which("wrk") is None:
-        sys.exit("soak_bench needs wrk: apt-get install wrk")
-    work = Path(tempfile.mkdtemp(prefix="soak_bench_"))
-    tracking = args.tracking_uri
-    if tracking is None:
-        tracking = f"sqlite:///{work / 'mlflow.db'}"
-        print("training a model for the benchmark ...")
-        subprocess.run(
-            ["ray-app", "train", "--json", "--tracking-uri", tracking,
-             "--storage-path", str(work / "ray_results")],
-            env=ENV, cwd=work, check=True, capture_output=True,
-        )  # fmt: skip
+    work, tracking = setup("soak_bench", args.tracking_uri)
     port = 8125
     config = work / "serve-config.yaml"
     config.write_text(render_config(serve_config(ServeArgs(tracking_uri=tracking),
