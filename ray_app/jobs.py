@@ -152,7 +152,8 @@ def run_train_job(
         prob = scored["probability"].to_numpy()
         report = evaluate_predictions(scored, prob)
         # The drift reference (README "Monitoring and retraining"), in the bundle it describes.
-        val_prob = _scored(splits.val, bundle, "val")["probability"].to_numpy()
+        val_scored = _scored(splits.val, bundle, "val")  # also the challenger's loss below
+        val_prob = val_scored["probability"].to_numpy()
         assert splits.train_stats is not None
         save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"]),
                        bundle)  # fmt: skip
@@ -182,7 +183,11 @@ def run_train_job(
         if version is not None:
             loss_of = _val_log_loss(splits)
             champion = tracking.promote_if_better(
-                cfg.tracking, str(version), loss_of(bundle), loss_of, splits.sizes()["val"]
+                cfg.tracking,
+                str(version),
+                float(log_loss(val_scored[LABEL_COLUMN], val_prob, labels=[0, 1])),
+                loss_of,
+                splits.sizes()["val"],
             )
             mlflow.log_dict(champion, "evaluation/promotion.json")
             if champion["previous_champion_val_log_loss"] is not None:

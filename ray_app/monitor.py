@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ray_app.artifacts import PREPROCESSOR, Scorer
+from ray_app.artifacts import Scorer
 from ray_app.data import LABEL_COLUMN, list_files, read_for_scoring
 from ray_app.drift import FEATURES, THRESHOLD, bin_codes, drift_report, load_reference
 from ray_app.errors import UserError
 from ray_app.evaluate import binary_metrics
-from ray_app.features import Preprocessor
 
 # A live log loss this much above the model's own test log loss is a performance drop.
 LOG_LOSS_TOLERANCE = 0.10
@@ -58,9 +57,9 @@ def check(data: str, bundle: Path, version: str, threshold: float = THRESHOLD) -
             "trained before monitoring existed; train a new version"
         )
     frame, errors = read_rows(data)
-    pre = Preprocessor.load(bundle / PREPROCESSOR)
-    x_cat, x_num = pre.transform(frame)
-    probability = Scorer.from_bundle(bundle).predict_encoded(x_cat, x_num)
+    scorer = Scorer.from_bundle(bundle)
+    x_cat, x_num = scorer.preprocessor.transform(frame)
+    probability = scorer.predict_encoded(x_cat, x_num)
     codes = bin_codes(reference, x_cat, frame)
     report = drift_report(reference, codes, probability, threshold)
     report.update(data=data, model_version=version, bad_rows=len(errors))
