@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_bench.py
 	$(BIN)/python benchmarks/tune_bench.py
 	$(BIN)/python benchmarks/serve_bench.py
+	$(BIN)/python benchmarks/ensemble_bench.py
 
 ## the Serve graph locally on the champion in ./mlflow.db (after `make demo`)
 serve: setup

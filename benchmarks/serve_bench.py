@@ -119,7 +119,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _run_target(
-    name: str, command: list[str], url: str, work: Path, env: dict[str, str]
+    name: str,
+    command: list[str],
+    url: str,
+    work: Path,
+    env: dict[str, str],
+    scenarios: list[tuple[str, int, int, int]] = SCENARIOS,
 ) -> dict[str, Any]:
     log = (work / f"{name}.log").open("w")
     proc = subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
@@ -130,7 +135,7 @@ def _run_target(
         bodies = {1: work / "one.json", 1000: work / "batch.json"}
         bodies[1].write_text(json.dumps(_records(1)[0]))
         bodies[1000].write_text(json.dumps(_records(1000)))
-        for scenario, size, concurrency, seconds in SCENARIOS:
+        for scenario, size, concurrency, seconds in scenarios:
             row = _load(f"{url}/predict", bodies[size], concurrency, seconds, work)
             row["rows_per_s"] = row["req_per_s"] * size
             results[scenario] = row

@@ -7,8 +7,9 @@
   training logged them;
 - the Kubeflow pipeline's graph, drawn from the compiled `pipelines/adult_income.yaml`;
 - a drift plot of `ray-app monitor` on adult.test rows with ages +15 years.
-Pages of a browser (MLflow UI, the API's /docs) need headless Chromium, which this machine
-cannot download: not generated.
+- pages in a browser (headless Chromium: Debian's `apt-get install chromium`): the MLflow UI
+  (`mlflow ui` on the same store) at the champion's run, and the API's /docs page of a real
+  `ray-app serve` of the champion (Swagger UI served by the app itself, no CDN).
 """
 
 from __future__ import annotations
@@ -136,6 +137,97 @@ def drift_plot(tracking: str, work: Path, out: Path) -> Path:
     return Path(shutil.copy(Path(report["report"]) / "drift_age.png", out / "drift_age.png"))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _started(args: list[str], url: str, cwd: Path, timeout_s: float = 180) -> subprocess.Popen:
+    """`args` in a process group of its own (stopped by `_stop`), once `url` answers 200."""
+    import time
+    import urllib.request
+
+    log = (cwd / f"{Path(args[0]).name}-{_free_port()}.log").open("wb")
+    proc = subprocess.Popen(args, cwd=cwd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{' '.join(args)} exited with {proc.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(1)
+    _stop(proc)
+    raise SystemExit(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT to the whole group (a `serve run` shuts its local Ray down), then SIGKILL."""
+    import signal
+
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def screenshot(url: str, path: Path, width: int = 1400, height: int = 1000) -> Path:
+    """A page as headless Chromium renders it after its scripts ran (virtual time budget)."""
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome")
+                    if shutil.which(b)), None)  # fmt: skip
+    if browser is None:
+        raise SystemExit("no Chromium here: apt-get install chromium (Debian), then rerun")
+    flags = ["--headless", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
+             f"--window-size={width},{height}", "--virtual-time-budget=15000",
+             f"--screenshot={path}"]  # fmt: skip
+    if os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
+        flags.append("--no-sandbox")
+    subprocess.run([browser, *flags, url], check=True, capture_output=True, timeout=180)
+    return path
+
+
+def browser_pages(tracking: str, work: Path, out: Path) -> list[Path]:
+    """The MLflow UI at the champion's run, and /docs of the champion served by Serve."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    version = client.get_model_version_by_alias("adult-income", "champion")
+    run = client.get_run(str(version.run_id))
+    port = _free_port()
+    ui = _started([str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking, "--host",
+                   "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health",
+                  work)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/"
+        pages = [
+            screenshot(f"{base}{run.info.run_id}", out / "mlflow_run.png"),
+            screenshot(f"{base}{run.info.run_id}/model-metrics", out / "mlflow_metrics.png"),
+        ]
+    finally:
+        _stop(ui)
+    port = _free_port()
+    serve = _started([str(BIN / "ray-app"), "serve", "--tracking-uri", tracking, "--port",
+                      str(port)], f"http://127.0.0.1:{port}/health", work, 300)  # fmt: skip
+    try:
+        pages.append(screenshot(f"http://127.0.0.1:{port}/docs", out / "api_docs.png",
+                                height=1300))  # fmt: skip
+    finally:
+        _stop(serve)
+    return pages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=None, help="use this store's champion")
@@ -150,7 +242,8 @@ def main() -> None:
         _run("train", "--tracking-uri", tracking, "--storage-path", str(work / "rr"), cwd=work)
     written = [*evaluation_plots(tracking, args.out),
                pipeline_graph(REPO / "pipelines" / "adult_income.yaml", args.out),
-               drift_plot(tracking, work, args.out)]  # fmt: skip
+               drift_plot(tracking, work, args.out),
+               *browser_pages(tracking, work, args.out)]  # fmt: skip
     for path in written:
         print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 

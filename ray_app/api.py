@@ -93,6 +93,9 @@ class ValidationErrorBody(ErrorBody):
 class Health(BaseModel):
     status: Literal["ready", "no-model", "loading"]
     model_version: str | None
+    ensemble_members: int | None = Field(
+        None, description="'ready': how many models the version averages (1: a single model)"
+    )
     detail: str | None = Field(None, description="'no-model': what the app waits for")
 
 
@@ -194,6 +197,11 @@ class Scoring(Protocol):
         """None: the graph is up but no model is registered yet (a fresh registry)."""
         ...
 
+    @property
+    def members(self) -> int | None:
+        """How many models the version averages (a deep ensemble: K); None: not known yet."""
+        ...
+
     async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str] | None:
         """Probabilities and the version that computed them; None while there is no model."""
         ...
@@ -239,7 +247,10 @@ def create_api(
     app = FastAPI(
         title="Adult income API",
         description="P(income > 50K) for UCI Adult records. Unknown categories are rejected.",
+        docs_url=None,  # /docs and /redoc below: their scripts served here, not from a CDN
+        redoc_url=None,
     )
+    _offline_docs(app)
 
     def metrics() -> ApiMetrics:
         scoring = get_scoring()
@@ -282,7 +293,8 @@ def create_api(
                 {"status": "no-model", "model_version": None,
                  "detail": NO_MODEL.format(uri=waiting_for() or "the model URI")}
             )  # fmt: skip
-        return JSONResponse({"status": "ready", "model_version": scoring.model_version})
+        return JSONResponse({"status": "ready", "model_version": scoring.model_version,
+                             "ensemble_members": scoring.members})  # fmt: skip
 
     @app.get(
         "/metrics",
@@ -355,7 +367,43 @@ def create_api(
     return app
 
 
-_ROUTES = {"/health", "/metrics", "/predict", "/docs", "/openapi.json"}
+DOCS_ASSETS = "/docs/assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts and styles served by this app, from
+    the files fastapi-offline ships: FastAPI's own pages load them from cdn.jsdelivr.net,
+    which an air-gapped cluster (or this CI) cannot reach, and then show a blank page."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = str(files("fastapi_offline") / "static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = f"{request.scope.get('root_path', '')}"
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )  # fmt: skip
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = f"{request.scope.get('root_path', '')}"
+        return get_redoc_html(
+            openapi_url=f"{root}/openapi.json", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False,
+        )  # fmt: skip
+
+
+_ROUTES = {"/health", "/metrics", "/predict", "/docs", "/redoc", "/openapi.json"}
 
 
 class _MeasureMiddleware:

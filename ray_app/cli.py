@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,16 +157,20 @@ def _ray_output_to_file(log: Path | None) -> Iterator[None]:
 
 def _log_path(cfg: AppConfig, kind: str) -> Path:
     """Where a run's Ray output goes: <storage>/logs/ (a temp folder for URI storage)."""
+    return _log_file(str(cfg.ray.storage_path), kind)
+
+
+def _log_file(storage: str, kind: str) -> Path:
+    """<storage>/logs/<kind>-<time>.log (a temp folder for URI storage)."""
     import tempfile
     import time
 
-    storage = str(cfg.ray.storage_path)
     base = Path(tempfile.gettempdir()) if "://" in storage else Path(storage).resolve()
     return base / "logs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.log"
 
 
 def _say(text: str) -> None:
-    err.print(text, highlight=False)
+    err.print(text, highlight=False, soft_wrap=True)  # paths stay whole, on one line
 
 
 def _print_epoch(metrics: dict[str, Any]) -> None:
@@ -185,8 +190,12 @@ def _train_summary(result: dict[str, Any]) -> None:
     table = Table(title="test split", title_justify="left", show_edge=False)
     for column in ("", "accuracy", "log loss", "ROC-AUC", "F1"):
         table.add_column(column, justify="right" if column else "left")
-    table.add_row("this model", *(f"{result[f'test_{k}']:.4f}"
-                                  for k in ("accuracy", "log_loss", "roc_auc", "f1")))  # fmt: skip
+    for i, member in enumerate(result.get("members", [])):
+        table.add_row(f"member {i} (seed {member['seed']})", *(
+            f"{member[k]:.4f}" for k in ("accuracy", "log_loss", "roc_auc", "f1")))  # fmt: skip
+    n = result.get("ensemble_members", 1)
+    table.add_row("this model" if n == 1 else f"ensemble of {n}", *(f"{result[f'test_{k}']:.4f}"
+                  for k in ("accuracy", "log_loss", "roc_auc", "f1")))  # fmt: skip
     if "gbdt_test_accuracy" in result:
         table.add_row("HistGradientBoosting", *(
             f"{result[f'gbdt_test_{k}']:.4f}" if f"gbdt_test_{k}" in result else "-"
@@ -200,8 +209,9 @@ def _train_summary(result: dict[str, Any]) -> None:
     else:
         model = (f"model {result['registered_model']} v{result['model_version']}: not promoted "
                  f"(champion stays v{champion.get('champion_version')})")  # fmt: skip
-    err.print(f"best epoch {result['best_epoch']} of {result['epochs_run']}, "
-              f"{result['train_wall_time_s']:.0f} s of training; {model}",
+    epochs = (f"{result['epochs_run']} epochs in {n} members" if n > 1 else
+              f"best epoch {result['best_epoch']} of {result['epochs_run']}")  # fmt: skip
+    err.print(f"{epochs}, {result['train_wall_time_s']:.0f} s of training; {model}",
               highlight=False)  # fmt: skip
 
 
@@ -297,6 +307,14 @@ def train(
     model: Annotated[str, typer.Option(help="'plr' (default) or 'plain' (the seed's MLP)")] = "plr",
     subsample: Annotated[int | None, typer.Option(help="train on N rows only (quick runs)")] = None,
     seed: Annotated[int | None, typer.Option(help="training seed [0]")] = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            help="K > 1: a deep ensemble of K members (seeds seed..seed+K-1), trained at "
+            "once as Ray Tune trials, registered as one model [1]",
+            min=1,
+        ),
+    ] = None,
     max_failures: Annotated[
         int | None, typer.Option(help="worker failures to recover from [2]")
     ] = None,
@@ -319,7 +337,8 @@ def train(
     if model not in ("plr", "plain"):
         raise UserError(f"--model must be 'plr' or 'plain', got {model!r}")
     train_section: dict[str, Any] = {"seed": seed, "fail_once_at_epoch": fail_once_at_epoch}
-    for key, value in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+    for key, value in (("max_epochs", epochs), ("batch_size", batch_size), ("lr", lr),
+                       ("ensemble", ensemble)):  # fmt: skip
         if value is not None:
             train_section[key] = value
     cfg = _build_config(
@@ -358,7 +377,13 @@ def train(
         progress("connecting to Ray")
         where = ensure_ray(cfg.ray)
         err.log(f"Ray: {where}")
-        result = run_train_job(cfg, progress, on_epoch=None if verbose else _print_epoch)
+        members = None
+        if cfg.train.ensemble > 1 and not verbose:
+            from ray_app.console import TrialConsole
+
+            members = [TrialConsole(cfg.train.ensemble, _say, "member")]
+        result = run_train_job(cfg, progress, on_epoch=None if verbose else _print_epoch,
+                               member_callbacks=members)  # fmt: skip
     if as_json or verbose:
         _emit(result, as_json, "training finished")
     else:
@@ -367,7 +392,8 @@ def train(
         err.print(
             f"MLflow: run {result['mlflow_run_id']} in {cfg.tracking.tracking_uri} "
             f"(mlflow ui --backend-store-uri {cfg.tracking.tracking_uri}); "
-            f"model {result['registered_model']} v{result['model_version']}"
+            f"model {result['registered_model']} v{result['model_version']}",
+            soft_wrap=True,
         )
 
 
@@ -805,6 +831,9 @@ def pipeline_run(
             "default-editor multi-user; see kuberay/kfp/)"
         ),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="--local: every step's output here, not in a log")
+    ] = False,
 ) -> None:
     """Run the pipeline: --local on this machine against a Ray head, or --host on Kubeflow."""
     from ray_app.pipeline import build_pipeline, default_launch, run_local
@@ -821,7 +850,22 @@ def pipeline_run(
             "serve_port": serve_port,
             "poll_s": 2.0,
         }
-        run_local(launch, pipeline_root.resolve(), train_args, tune, tune_args)
+        log = None if verbose else _log_file(str(launch["storage_path"]), "pipeline")
+        if log is not None:
+            _say(f"Step output (kfp.local, Ray jobs): {log}")
+        try:
+            with _ray_output_to_file(log):
+                ended = run_local(
+                    launch, pipeline_root.resolve(), train_args, tune, tune_args, say=_say
+                )
+        except RuntimeError as exc:  # kfp.local: "Task 'x' finished with status FAILURE"
+            where = f"; its output is in {log}" if log else ""
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(".")
+            raise UserError(f"pipeline failed: {plain}{where}") from None
+        deployed = any(task == "deploy-op" for task, _ in ended)
+        _say(f"pipeline finished: {len(ended)} steps, "
+             + ("new champion deployed" if deployed else "serving unchanged"))  # fmt: skip
+        _say(f"MLflow: {launch['tracking_uri']}; outputs under {pipeline_root.resolve()}")
         return
     import kfp
 

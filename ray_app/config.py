@@ -81,6 +81,13 @@ class TrainConfig(_Strict):
         "constant", description="cosine: decay the learning rate to 0 over max_epochs"
     )
     seed: int = 0
+    ensemble: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="K > 1: a deep ensemble of K members (seeds seed..seed+K-1), "
+        "trained concurrently, their probabilities averaged",
+    )
     # Test-only fault injection: rank 1 hard-exits once at this epoch (marker file in storage).
     fail_once_at_epoch: int | None = Field(None, ge=1)
 

@@ -18,12 +18,12 @@ from ray_app.train import OBJECTIVE
 class TrialConsole(tune.Callback):
     """One line per trial that ends: its epochs, its best val log loss, the best so far."""
 
-    def __init__(self, total: int, say: Callable[[str], None]) -> None:
-        self.total, self.say = total, say
+    def __init__(self, total: int, say: Callable[[str], None], label: str = "trial") -> None:
+        self.total, self.say, self.label = total, say, label
         self.ended, self.best = 0, float("inf")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"total": self.total, "ended": self.ended, "best": self.best}
+        return {"total": self.total, "ended": self.ended, "best": self.best, "label": self.label}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -35,5 +35,5 @@ class TrialConsole(tune.Callback):
         loss = float(trial.metric_analysis.get(OBJECTIVE, {}).get("min", float("nan")))
         self.best = min(self.best, loss)
         running = sum(t.status == "RUNNING" for t in trials)
-        self.say(f"  trial {self.ended:>2}/{self.total}: {epochs:>2} epochs, val loss "
+        self.say(f"  {self.label} {self.ended:>2}/{self.total}: {epochs:>2} epochs, val loss "
                  f"{loss:.4f}, best so far {self.best:.4f}, {running} running")  # fmt: skip

@@ -232,35 +232,45 @@ def summarise_datasets(splits: SplitDatasets) -> dict[str, Any]:
 class BundleScorer:
     """Ray Data actor: loads a model bundle once, scores raw-row batches (batch scoring)."""
 
-    def __init__(self, bundle_dir: str, model_version: str) -> None:
+    def __init__(self, bundle_dir: str, model_version: str, members: bool = False) -> None:
         import torch
 
         from ray_app.artifacts import Scorer
 
         torch.set_num_threads(1)
         self.scorer = Scorer.from_bundle(bundle_dir)  # type: ignore[arg-type]
-        self.version = model_version
+        self.version, self.members = model_version, members
 
     def __call__(self, batch: Any) -> Any:
         """An Arrow batch in, the same batch with probability, label and model_version out
-        (Arrow, not pandas: Ray Data's Arrow-backed pandas columns cost more than the model)."""
+        (Arrow, not pandas: Ray Data's Arrow-backed pandas columns cost more than the model);
+        `members`: an ensemble's members' own probabilities too (probability_member_<i>)."""
         import pyarrow as pa
 
+        from ray_app.artifacts import average
+
         columns = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in FEATURE_COLUMNS}
-        prob = self.scorer.predict_encoded(*self.scorer.preprocessor.transform(columns))
+        members = self.scorer.predict_members(*self.scorer.preprocessor.transform(columns))
+        prob = average(members)
         labels = np.where(prob >= 0.5, ">50K", "<=50K")
-        return (
+        batch = (
             batch.append_column("probability", pa.array(prob))
             .append_column("label", pa.array(labels))
             .append_column("model_version", pa.array([self.version] * len(prob)))
         )
+        for i, member in enumerate(members if self.members and len(members) > 1 else []):
+            batch = batch.append_column(f"probability_member_{i}", pa.array(member))
+        return batch
 
 
-def score_dataset(dataset: Any, bundle_dir: str, version: str, actors: int = 1) -> Any:
-    """`dataset` with probability, predicted label and model version columns."""
+def score_dataset(
+    dataset: Any, bundle_dir: str, version: str, actors: int = 1, members: bool = False
+) -> Any:
+    """`dataset` with probability, predicted label and model version columns (and, with
+    `members`, each ensemble member's probability)."""
     return dataset.map_batches(
         BundleScorer,
-        fn_constructor_args=(bundle_dir, version),
+        fn_constructor_args=(bundle_dir, version, members),
         batch_format="pyarrow",
         batch_size=16_384,
         concurrency=actors,

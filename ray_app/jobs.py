@@ -28,9 +28,15 @@ from ray_app.dataset import (
 )
 from ray_app.drift import build_reference, save_reference
 from ray_app.errors import UserError
-from ray_app.evaluate import SLICE_COLUMNS, evaluate_predictions, gbdt_reference, write_plots
+from ray_app.evaluate import (
+    SLICE_COLUMNS,
+    binary_metrics,
+    evaluate_predictions,
+    gbdt_reference,
+    write_plots,
+)
 from ray_app.features import Preprocessor
-from ray_app.train import EncodedData, train_distributed
+from ray_app.train import EncodedData, train_distributed, train_members
 
 Progress = Callable[[str], None]
 
@@ -62,10 +68,13 @@ def prepare_datasets(cfg: AppConfig) -> tuple[SplitDatasets, Preprocessor, dict[
     return splits, pre, model_ready(splits, pre)
 
 
-def _scored(dataset: Any, bundle: Path, version: str) -> pd.DataFrame:
-    """Probabilities of a bundle on a Dataset, with the label and slice columns only."""
+def _scored(dataset: Any, bundle: Path, version: str, members: int = 1) -> pd.DataFrame:
+    """Probabilities of a bundle on a Dataset, with the label and slice columns only (and an
+    ensemble's `members` own probabilities: probability_member_<i>)."""
     columns = [LABEL_COLUMN, *SLICE_COLUMNS, "probability"]
-    return score_dataset(dataset, str(bundle), version).select_columns(columns).to_pandas()
+    columns += [f"probability_member_{i}" for i in range(members if members > 1 else 0)]
+    scored = score_dataset(dataset, str(bundle), version, members=members > 1)
+    return scored.select_columns(columns).to_pandas()
 
 
 def _val_log_loss(splits: SplitDatasets) -> Callable[[Path], float]:
@@ -106,6 +115,10 @@ def _data_tags(splits: SplitDatasets) -> dict[str, str]:
     return tags
 
 
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: round(v, 6) if isinstance(v, float) else v for key, v in values.items()}
+
+
 def run_name(kind: str) -> str:
     """Unique, sortable name shared by the MLflow run and the Ray storage folder."""
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
@@ -116,9 +129,11 @@ def run_train_job(
     progress: Progress = lambda _: None,
     tags: dict[str, str] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    member_callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Train on Ray, evaluate on the official test split, log and register in MLflow;
-    `on_epoch` sees each epoch's metrics while training runs (the console's table)."""
+    `on_epoch` sees each epoch's metrics while training runs (the console's table);
+    `member_callbacks`: Tune callbacks of an ensemble's member trials (the console's)."""
     progress("loading and validating data")
     splits, pre, data = prepare_datasets(cfg)
     for note in splits.provenance.get("notes", []):
@@ -139,18 +154,35 @@ def run_train_job(
         mlflow.set_tags(_data_tags(splits))
         mlflow.log_artifact(str(pre.save(work / "preprocessor.json")), "preprocessor")
 
-        progress(f"training on {cfg.ray.num_workers} Ray Train worker(s)")
-        outcome = train_distributed(cfg, data, pre.cardinalities, name, on_epoch)
-        for row in outcome.meta["history"]:
-            epoch = int(row["epoch"])
-            skip = {"epoch", "epoch_end_unix"}
-            mlflow.log_metrics({k: v for k, v in row.items() if k not in skip}, step=epoch)
+        k = cfg.train.ensemble
+        if k > 1:
+            progress(f"training {k} ensemble members, {cfg.ray.cpus_per_worker} CPU each "
+                     "(Ray Tune trials)")  # fmt: skip
+            outcomes = train_members(cfg, data, pre.cardinalities, name, member_callbacks)
+        else:
+            progress(f"training on {cfg.ray.num_workers} Ray Train worker(s)")
+            outcomes = [train_distributed(cfg, data, pre.cardinalities, name, on_epoch)]
+        skip = {"epoch", "epoch_end_unix"}
+        for i, outcome in enumerate(outcomes):  # an ensemble: member<i>.<metric>
+            prefix = f"member{i}." if k > 1 else ""
+            for row in outcome.meta["history"]:
+                mlflow.log_metrics({f"{prefix}{key}": v for key, v in row.items()
+                                    if key not in skip}, step=int(row["epoch"]))  # fmt: skip
+        bests = [min(o.meta["history"], key=lambda r: r["val_log_loss"]) for o in outcomes]
+        members = [{"seed": o.meta.get("seed", cfg.train.seed), "best_epoch": int(b["epoch"]),
+                    "best_val_log_loss": b["val_log_loss"], "epochs_run": int(o.meta["epoch"])}
+                   for o, b in zip(outcomes, bests, strict=True)]  # fmt: skip
 
         progress("evaluating on the test split")
-        bundle = save_bundle(work / "bundle", outcome.best_state, cfg.model, pre.cardinalities, pre)
-        scored = _scored(splits.test, bundle, "candidate")
+        states = [o.best_state for o in outcomes]
+        bundle = save_bundle(work / "bundle", states if k > 1 else states[0], cfg.model,
+                             pre.cardinalities, pre, members if k > 1 else None)  # fmt: skip
+        scored = _scored(splits.test, bundle, "candidate", k)
         prob = scored["probability"].to_numpy()
         report = evaluate_predictions(scored, prob)
+        for i, member in enumerate(members if k > 1 else []):  # each member's own figures
+            own = scored[f"probability_member_{i}"].to_numpy()
+            member.update(binary_metrics(scored[LABEL_COLUMN].to_numpy(), own, prefix=""))
         # The drift reference (README "Monitoring and retraining"), in the bundle it describes.
         val_scored = _scored(splits.val, bundle, "val")  # also the challenger's loss below
         val_prob = val_scored["probability"].to_numpy()
@@ -158,18 +190,30 @@ def run_train_job(
         save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"]),
                        bundle)  # fmt: skip
         gbdt = _gbdt_on_ray(splits, pre, seed=cfg.train.seed)
-        best = min(outcome.meta["history"], key=lambda r: r["val_log_loss"])
+        val_loss = float(log_loss(val_scored[LABEL_COLUMN], val_prob, labels=[0, 1]))
+        best = bests[0]
         summary_metrics = {
             **report["metrics"],
             **gbdt,
-            "best_val_log_loss": best["val_log_loss"],
+            # An ensemble's own validation loss (its members' are in `members`).
+            "best_val_log_loss": val_loss if k > 1 else best["val_log_loss"],
             "best_val_accuracy": best["val_accuracy"],
             "best_epoch": float(best["epoch"]),
-            "epochs_run": float(outcome.meta["epoch"]),
-            "train_wall_time_s": outcome.wall_time_s,
+            "epochs_run": float(sum(m["epochs_run"] for m in members)),
+            "train_wall_time_s": outcomes[0].wall_time_s,
+            "ensemble_members": float(k),
         }
+        if k > 1:
+            summary_metrics.pop("best_val_accuracy")
+            summary_metrics.pop("best_epoch")
+            for i, member in enumerate(members):
+                mlflow.log_metrics({f"member{i}.test_{key}": member[key] for key in
+                                    ("accuracy", "log_loss", "roc_auc")})  # fmt: skip
         mlflow.log_metrics(summary_metrics)
-        mlflow.log_dict({**report, "gbdt_reference": gbdt}, "evaluation/report.json")
+        evaluation = {**report, "gbdt_reference": gbdt}
+        if k > 1:
+            evaluation["members"] = members
+        mlflow.log_dict(evaluation, "evaluation/report.json")
         for path in write_plots(scored[LABEL_COLUMN].to_numpy(), prob, work / "plots"):
             mlflow.log_artifact(str(path), "evaluation")
         mlflow.log_artifacts(str(bundle), "bundle")
@@ -185,7 +229,7 @@ def run_train_job(
             champion = tracking.promote_if_better(
                 cfg.tracking,
                 str(version),
-                float(log_loss(val_scored[LABEL_COLUMN], val_prob, labels=[0, 1])),
+                val_loss,
                 loss_of,
                 splits.sizes()["val"],
             )
@@ -198,10 +242,12 @@ def run_train_job(
     return {
         **{k: round(v, 6) for k, v in report["metrics"].items()},
         **{k: round(v, 6) for k, v in gbdt.items()},
-        "best_val_log_loss": round(best["val_log_loss"], 6),
+        "best_val_log_loss": round(summary_metrics["best_val_log_loss"], 6),
         "best_epoch": int(best["epoch"]),
-        "epochs_run": int(outcome.meta["epoch"]),
-        "train_wall_time_s": round(outcome.wall_time_s, 3),
+        "epochs_run": int(summary_metrics["epochs_run"]),
+        "train_wall_time_s": round(outcomes[0].wall_time_s, 3),
+        "ensemble_members": k,
+        **({"members": [_rounded(m) for m in members]} if k > 1 else {}),
         "demographic_parity_difference": {
             k: round(v["demographic_parity_difference"], 4) for k, v in report["slices"].items()
         },
@@ -211,7 +257,7 @@ def run_train_job(
         "registered_model": registered,
         "model_version": None if version is None else int(version),
         "champion": champion,
-        "checkpoint": outcome.checkpoint_path,
+        "checkpoint": outcomes[0].checkpoint_path,
     }
 
 

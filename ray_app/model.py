@@ -8,6 +8,7 @@ frequencies c_i ~ N(0, sigma), then a per-feature Linear and ReLU.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,3 +70,63 @@ class TabularMLP(nn.Module):
         else:
             parts.append(x_num)
         return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+
+
+class StackedMLP(nn.Module):
+    """K TabularMLPs of one config (a deep ensemble), their weights stacked on a leading member
+    axis so that one forward pass scores every member: B rows -> logits (K, B), not K calls.
+
+    The same arithmetic as TabularMLP.forward, member by member (a test holds them equal);
+    inference only (no dropout).
+    """
+
+    def __init__(self, members: list[TabularMLP]) -> None:
+        super().__init__()
+        first = members[0]
+        if any(m.cfg != first.cfg for m in members):
+            raise ValueError("stacked members must share one model config")
+        self.cfg, self.members = first.cfg, len(members)
+
+        def stack(tensors: list[Any]) -> nn.Parameter:
+            return nn.Parameter(torch.stack([t.detach() for t in tensors]), requires_grad=False)
+
+        # Column j's table of every member: (K, n_j, E).
+        self.cat_tables = nn.ParameterList(
+            stack([m.cat_embeddings[j].weight for m in members])
+            for j in range(len(first.cat_embeddings))
+        )
+        self.plr: nn.ParameterList | None = None
+        if first.num_embedding is not None:
+            plr = [m.num_embedding for m in members if m.num_embedding is not None]
+            self.plr = nn.ParameterList([
+                stack([p.frequencies for p in plr]),  # (K, F, Kf)
+                stack([p.weight for p in plr]),  # (K, F, 2Kf, D)
+                stack([p.bias for p in plr]),  # (K, F, D)
+            ])  # fmt: skip
+        linears = [[layer for layer in m.mlp if isinstance(layer, nn.Linear)] for m in members]
+        # Layer i of every member, transposed for baddbmm: weights (K, in, out), biases (K, 1, out).
+        self.weights = nn.ParameterList(
+            stack([ls[i].weight.T for ls in linears]) for i in range(len(linears[0]))
+        )
+        self.biases = nn.ParameterList(
+            stack([ls[i].bias.unsqueeze(0) for ls in linears]) for i in range(len(linears[0]))
+        )
+
+    def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> torch.Tensor:
+        """x_cat (B, C) int64, x_num (B, F) float32 -> logits (K, B)."""
+        parts = [table[:, x_cat[:, j]] for j, table in enumerate(self.cat_tables)]  # C x (K,B,E)
+        if self.plr is not None:
+            frequencies, weight, bias = self.plr
+            angles = 2 * math.pi * x_num[None, :, :, None] * frequencies[:, None]  # (K, B, F, Kf)
+            periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (K,B,F,2Kf)
+            out = torch.einsum("mbfk,mfkd->mbfd", periodic, weight) + bias[:, None]
+            parts.append(torch.relu(out).flatten(2))  # (K, B, F*D)
+        else:
+            parts.append(x_num.expand(self.members, -1, -1))
+        h = torch.cat(parts, dim=-1)  # (K, B, width_in)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(bias, h, weight)  # (K, B, out)
+            if i < last:
+                h = torch.relu(h)
+        return h.squeeze(-1)

@@ -12,8 +12,12 @@ RayService's serveConfigV2 (or PUTs the same Serve config to the local head).
 No `from __future__ import annotations` here: KFP reads the component signatures' real types.
 """
 
+import logging
 import os
+import re
 import shlex
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,14 +271,55 @@ def compile_pipeline(path: Path, image: str = IMAGE) -> Path:
     return path
 
 
+class TaskLines(logging.Filter):
+    """kfp.local's task records as one console line each (`say`); the records still reach
+    kfp's own handler (the log file). A filter on the root logger, because kfp.local replaces
+    the root's handlers for every task but leaves its filters alone."""
+
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+    _TASK = re.compile(
+        r"^(Executing task|Task) '([^']+)'(?: finished with status (\w+)| outputs:)?"
+    )
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__()
+        self.say, self.started, self.ended = say, {}, []  # type: ignore[var-annotated]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = self._ANSI.sub("", record.getMessage())
+        match = self._TASK.match(text)
+        if not match:
+            return True
+        kind, task, status = match.groups()
+        if kind == "Executing task":
+            self.started[task] = time.monotonic()
+            self.say(f"  {task:<13} running")
+        elif status:
+            seconds = time.monotonic() - self.started.get(task, time.monotonic())
+            self.ended.append((task, status))
+            self.say(f"  {task:<13} {status:<8} {seconds:6.1f} s")
+        else:  # "Task 'x' outputs:" + the outputs, one per line
+            found = re.search(r"model_version['\"]?:\s*['\"]?(\d+)", text)
+            if found:
+                done = "serving" if task == "deploy-op" else "registered"
+                self.say(f"  {task:<13} {done} version {found.group(1)}")
+            improved = re.search(r"Output: (True|False)\b", text)
+            if task == "evaluate-op" and improved:
+                verdict = "champion: deploy" if improved.group(1) == "True" else "not better: keep"
+                self.say(f"  {task:<13} {verdict}")
+        return True
+
+
 def run_local(
     launch: dict[str, Any],
     pipeline_root: Path,
     train_args: str = "",
     run_tune: bool = False,
     tune_args: str = "",
-) -> None:
-    """The whole pipeline in subprocesses of this machine (kfp.local), against `launch`."""
+    say: Callable[[str], None] | None = None,
+) -> list[tuple[str, str]]:
+    """The whole pipeline in subprocesses of this machine (kfp.local), against `launch`;
+    `say`: one line per task started / ended. Returns (task, status) in the order they ended."""
     import sys
 
     from kfp import local
@@ -283,4 +328,13 @@ def run_local(
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    build_pipeline()(launch=launch, train_args=train_args, run_tune=run_tune, tune_args=tune_args)
+    lines = TaskLines(say or (lambda _: None))
+    root = logging.getLogger()
+    root.addFilter(lines)
+    try:
+        build_pipeline()(
+            launch=launch, train_args=train_args, run_tune=run_tune, tune_args=tune_args
+        )
+    finally:
+        root.removeFilter(lines)
+    return lines.ended

@@ -22,6 +22,10 @@ class LocalScoring:
     scorer: Scorer
     model_version: str
 
+    @property
+    def members(self) -> int:
+        return self.scorer.members
+
     async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str]:
         encoded = self.scorer.preprocessor.transform(columns)
         return self.scorer.predict_encoded(*encoded).tolist(), self.model_version

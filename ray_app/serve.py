@@ -28,7 +28,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from ray_app.api import API_KEY_ENV, MAX_BODY_BYTES, Unavailable, api_keys, create_api
-from ray_app.artifacts import PREPROCESSOR, load_model
+from ray_app.artifacts import PREPROCESSOR, ensemble_size, load_model, mean_probability
 from ray_app.drift import DriftWindow, bin_codes, load_reference, psi, score_counts
 from ray_app.errors import UserError
 from ray_app.features import Preprocessor
@@ -157,6 +157,7 @@ class Preprocess:
         self.args = ServeArgs(**args)
         # (preprocessor, version, drift window), swapped as one reference: a batch reads it once.
         self.loaded: tuple[Preprocessor, str, DriftWindow | None] | None = None
+        self.members: int | None = None  # of the loaded version (an ensemble: K)
         self.looked = 0.0
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
@@ -175,6 +176,7 @@ class Preprocess:
             return
         reference = load_reference(bundle)  # None: a bundle from before monitoring
         window = DriftWindow(reference, self.args.drift_window) if reference else None
+        self.members = ensemble_size(bundle)
         self.loaded = (Preprocessor.load(bundle / PREPROCESSOR), version, window)
 
     async def _maybe_load(self) -> None:
@@ -184,9 +186,11 @@ class Preprocess:
     async def check_health(self) -> None:
         await self._maybe_load()
 
-    async def info(self) -> dict[str, str | None]:
+    async def info(self) -> dict[str, Any]:
         await self._maybe_load()
-        return {"model_version": self.loaded[1] if self.loaded else None}
+        loaded = self.loaded
+        return {"model_version": loaded[1] if loaded else None,
+                "members": self.members if loaded else None}  # fmt: skip
 
     def drift(self) -> dict[str, Any] | None:
         """PSI per feature over this replica's window, and the score reference (the ingress
@@ -268,8 +272,8 @@ class Model:
             sizes = [len(batch[i][0]) for i in index]
             x_cat = torch.from_numpy(np.concatenate([batch[i][0] for i in index]))
             x_num = torch.from_numpy(np.concatenate([batch[i][1] for i in index]))
-            with torch.inference_mode():
-                prob = torch.sigmoid(model(x_cat, x_num)).numpy().astype(float)
+            with torch.inference_mode():  # an ensemble: all members in one stacked pass
+                prob = mean_probability(model, x_cat, x_num).numpy().astype(float)
             bounds = np.cumsum([0, *sizes])
             for i, (a, b) in zip(index, itertools.pairwise(bounds), strict=True):
                 out[i] = (prob[a:b].tolist(), version)
@@ -283,6 +287,7 @@ class _GraphScoring:
     preprocess: DeploymentHandle
     model: DeploymentHandle
     model_version: str | None = None
+    members: int | None = None  # of the version Preprocess loaded (/health)
     # The scores this replica returned last (the drift window of the score PSI).
     scores: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
 
@@ -321,7 +326,7 @@ class _GraphScoring:
             await asyncio.wait_for(self.model.info.remote(), timeout=2.0)
         except Exception:
             return False
-        self.model_version = info["model_version"]
+        self.model_version, self.members = info["model_version"], info.get("members")
         return True
 
 

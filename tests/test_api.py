@@ -8,7 +8,7 @@ import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ray_app.api import NO_KEY, Unavailable, ValidationErrorBody, create_api
+from ray_app.api import DOCS_ASSETS, NO_KEY, Unavailable, ValidationErrorBody, create_api
 from ray_app.artifacts import Scorer, build_model
 from ray_app.config import FeatureConfig, ModelConfig
 from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
@@ -226,10 +226,20 @@ def test_metrics_are_prometheus_text_with_counts_and_version(client):
 
 def test_health_and_docs(client):
     http, _ = client
-    assert http.get("/health").json() == {"status": "ready", "model_version": "7"}
-    assert http.get("/docs").status_code == 200
+    assert http.get("/health").json() == {
+        "status": "ready",
+        "model_version": "7",
+        "ensemble_members": 1,
+    }
     schema = http.get("/openapi.json").json()
     assert "/predict" in schema["paths"]
+    # The docs pages load their scripts from this app, not a CDN (air-gapped clusters).
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = http.get(page).text
+        assert f'src="{DOCS_ASSETS}/{script}"' in html and "cdn." not in html, html
+        asset = http.get(f"{DOCS_ASSETS}/{script}")
+        assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
+        assert len(asset.content) > 500_000  # the bundle itself, not an error page
 
 
 KEYS = (b"old-key", b"new-key")  # two keys: a rotation in progress

@@ -10,6 +10,7 @@ and storage path (in-cluster service and volume) and Serve's port (a free one he
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -175,7 +176,14 @@ def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Pat
         return log
 
     def succeeded(task: str, log: str) -> bool:
-        return f"Task \x1b[96m'{task}'\x1b[0m finished with status \x1b[92mSUCCESS" in log
+        # The console: one line per step; kfp.local's own lines and the steps' output go to
+        # the log file it names (there, the same task ended with SUCCESS).
+        assert "Streamed logs" not in log
+        path = re.search(r"Step output \(kfp.local, Ray jobs\): (\S+)", log)
+        assert path, log[-3000:]
+        steps = Path(path.group(1)).read_text()
+        in_file = f"Task \x1b[96m'{task}'\x1b[0m finished with status \x1b[92mSUCCESS" in steps
+        return in_file and re.search(rf"^  {task}\s+SUCCESS\s+[\d.]+ s$", log, re.M) is not None
 
     first = run("--train-args", "--subsample 3000 --epochs 2", "--tune", "--tune-args",
                 "--subsample 3000 --num-samples 2 --max-epochs 2",
@@ -183,6 +191,8 @@ def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Pat
     for task in ("preprocess-op", "train-op", "tune-op", "evaluate-op", "deploy-op"):
         assert succeeded(task, first), task
     assert "keep-op" not in first  # the tune branch ran, not the pass-through
+    assert re.search(r"evaluate-op\s+champion: deploy", first), first
+    assert "pipeline finished: 5 steps, new champion deployed" in first
     client = MlflowClient(f"sqlite:///{db}")
     versions = client.search_model_versions("name='adult-income'")
     assert sorted(int(v.version) for v in versions) == [1, 2]  # train, then tune's retrain
@@ -194,6 +204,7 @@ def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Pat
                  "--pipeline-root", str(tmp_path / "runs2"))  # fmt: skip
     assert succeeded("evaluate-op", second)
     assert "deploy-op" not in second  # the dsl.If(improved) branch was not taken
+    assert re.search(r"evaluate-op\s+not better: keep", second), second
     versions = client.search_model_versions("name='adult-income'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3]
     assert client.get_model_version_by_alias("adult-income", "champion").version == champion

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ray_app.artifacts import Scorer, build_model, load_model, save_bundle
+from ray_app.artifacts import Scorer, build_model, ensemble_size, load_model, save_bundle
 from ray_app.config import AppConfig, FeatureConfig, ModelConfig, TrainConfig
 from ray_app.features import Preprocessor
+from ray_app.model import StackedMLP
 from ray_app.train import EncodedData, LocalContext, LoopSpec, train_loop
 
 
@@ -41,6 +42,45 @@ def test_bundle_round_trip_predicts_identically(small_splits, tmp_path: Path):
     original = Scorer(pre, model).predict_proba(small_splits.test.head(50))
     np.testing.assert_allclose(reloaded.predict_proba(small_splits.test.head(50)), original)
     assert isinstance(load_model(bundle), torch.nn.Module)
+
+
+@pytest.mark.parametrize("num_embedding", ["plr", "none"])
+def test_stacked_members_score_as_each_member_alone(num_embedding: str):
+    """One stacked pass over K members = K separate forward passes (same logits)."""
+    cfg = ModelConfig(num_embedding=num_embedding, depth=3, width=32)
+    cards = [5, 7, 3, 2, 4, 6, 3, 9]
+    members = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        members.append(build_model(cfg, cards).eval())
+    x_cat = torch.stack([torch.randint(0, n, (37,)) for n in cards], dim=1)
+    x_num = torch.randn(37, 6)
+    with torch.inference_mode():
+        stacked = StackedMLP(members).eval()(x_cat, x_num)
+        one_by_one = torch.stack([m(x_cat, x_num) for m in members])
+    assert stacked.shape == (4, 37)
+    torch.testing.assert_close(stacked, one_by_one, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one model config"):
+        StackedMLP([members[0], build_model(ModelConfig(width=16), cards)])
+
+
+def test_ensemble_bundle_averages_its_members_probabilities(small_splits, tmp_path: Path):
+    pre = Preprocessor.fit(small_splits.train, FeatureConfig())
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(build_model(ModelConfig(), pre.cardinalities).eval())
+    bundle = save_bundle(tmp_path / "e", [m.state_dict() for m in members], ModelConfig(),
+                         pre.cardinalities, pre, [{"seed": s} for s in range(3)])  # fmt: skip
+    assert sorted(p.name for p in bundle.glob("*.pt")) == ["member-0.pt", "member-1.pt",
+                                                           "member-2.pt"]  # fmt: skip
+    assert ensemble_size(bundle) == 3 and isinstance(load_model(bundle), StackedMLP)
+    rows = small_splits.test.head(50)
+    alone = [Scorer(pre, m).predict_proba(rows) for m in members]
+    scorer = Scorer.from_bundle(bundle)
+    assert scorer.members == 3
+    np.testing.assert_allclose(scorer.predict_proba(rows), np.mean(alone, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(scorer.predict_members(*pre.transform(rows)), alone, rtol=1e-5)
 
 
 def test_local_loop_learns_beyond_the_base_rate(small_splits):

@@ -65,6 +65,26 @@ def test_a_dead_address_fails_in_seconds_with_one_line(stale_cluster_file, addre
     assert took < 30, took
 
 
+def test_a_failed_pipeline_step_is_one_line_naming_it_and_its_log(tmp_path):
+    """`pipeline run --local` against a head that is not there: the console shows the steps,
+    then one error line naming the failed step and the log file that holds its output."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        ["ray-app", "pipeline", "run", "--local", "--ray-address", dead, "--train-args",
+         "--subsample 3000", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+         "--storage-path", str(tmp_path / "rr"), "--pipeline-root", str(tmp_path / "runs")],
+        env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert re.fullmatch(r"  preprocess-op SUCCESS +[\d.]+ s", lines[2]), lines
+    assert re.fullmatch(r"  train-op +FAILURE +[\d.]+ s", lines[4]), lines
+    found = re.fullmatch(r"error: pipeline failed: .*Inner task failed: 'train-op'; its output "
+                         r"is in (\S+\.log)", lines[-1])  # fmt: skip
+    assert found and "Traceback" not in proc.stderr, lines
+    assert f"Failed to connect to Ray at address: {dead}" in Path(found.group(1)).read_text()
+
+
 def test_config_show_prints_the_tree_and_a_file_and_flags_override_it(tmp_path):
     """`ray-app config show` is the whole tree (loadable again); --config FILE changes it;
     the command line overrides the file; a bad field names the file and the field."""

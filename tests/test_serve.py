@@ -22,6 +22,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
 
 from ray_app.api import BUSY, NO_KEY
 from ray_app.config import DataConfig
@@ -98,16 +99,18 @@ def served(tmp_path_factory):
     try:
         cold_health = wait_for("no-model", 180)
         cold_predict = predict(url, json=RECORD, timeout=10)
-        # `ray-app train` starts a Ray of its own (address "local"), not serve run's.
+        # `ray-app train` starts a Ray of its own (address "local"), not serve run's. The first
+        # champion is a deep ensemble of 2 (what a single model would exercise, and more).
         train = subprocess.run(
-            ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--json",
-             "--tracking-uri", tracking, "--storage-path", str(work / "ray_results")],
+            ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--ensemble", "2",
+             "--json", "--tracking-uri", tracking, "--storage-path", str(work / "ray_results")],
             env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
         )  # fmt: skip
         assert train.returncode == 0, train.stderr[-3000:]
         wait_for("ready", 60)
         yield {"url": url, "tracking": tracking, "proc": proc, "work": work, "port": port,
-               "cold_health": cold_health, "cold_predict": cold_predict}  # fmt: skip
+               "cold_health": cold_health, "cold_predict": cold_predict,
+               "trained": json.loads(train.stdout.strip().splitlines()[-1])}  # fmt: skip
     finally:
         stop_group(proc, signal.SIGINT, 60)  # serve run shuts the app and its local Ray down
         log.close()
@@ -137,7 +140,31 @@ def test_config_is_the_committed_one():
 
 def test_health_reports_the_registered_version(served):
     body = httpx.get(f"{served['url']}/health").json()
-    assert body == {"status": "ready", "model_version": "1"}
+    assert body == {"status": "ready", "model_version": "1", "ensemble_members": 2}
+
+
+def test_the_ensemble_is_one_version_with_each_members_figures(served):
+    """`ray-app train --ensemble 2`: one registered version whose bundle holds both members
+    (preprocessor once); the report has each member's test figures beside the ensemble's."""
+    trained = served["trained"]
+    assert trained["ensemble_members"] == 2 and trained["model_version"] == 1
+    members = trained["members"]
+    assert [m["seed"] for m in members] == [0, 1]
+    client = MlflowClient(served["tracking"])
+    run_id = client.get_model_version("adult-income", "1").run_id
+    bundle = {Path(f.path).name for f in client.list_artifacts(run_id, "bundle")}
+    assert {"member-0.pt", "member-1.pt", "preprocessor.json", "model.json"} <= bundle
+    assert "model.pt" not in bundle
+    mlflow.set_tracking_uri(served["tracking"])
+    report = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="evaluation/report.json")).read_text())  # fmt: skip
+    assert [m["log_loss"] for m in report["members"]] == pytest.approx(
+        [m["log_loss"] for m in members], abs=1e-5)  # fmt: skip
+    # Probabilities are averaged, so log loss is convex in them: the ensemble's test log loss
+    # is at most the members' mean (a logit average or one member alone need not be).
+    ensemble = report["metrics"]["test_log_loss"]
+    assert ensemble <= sum(m["log_loss"] for m in members) / 2 + 1e-9
+    assert ensemble not in [pytest.approx(m["log_loss"], abs=1e-6) for m in members]
 
 
 def test_predictions_equal_the_mlflow_logged_model(served):
@@ -293,8 +320,6 @@ def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatc
     moves to version 2 and `ray-app deploy` (the same step) back to 1: no non-2xx, and every
     request sent after each deploy returned is answered by the new version. Version 2 is
     version 1's model registered again, so the answers are comparable; the version moves."""
-    from mlflow.tracking import MlflowClient
-
     from ray_app.pipeline import deploy_step
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
