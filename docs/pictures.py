@@ -7,9 +7,10 @@
   training logged them;
 - the Kubeflow pipeline's graph, drawn from the compiled `pipelines/adult_income.yaml`;
 - a drift plot of `ray-app monitor` on adult.test rows with ages +15 years.
-- pages in a browser (headless Chromium: Debian's `apt-get install chromium`): the MLflow UI
-  (`mlflow ui` on the same store) at the champion's run, and the API's /docs page of a real
-  `ray-app serve` of the champion (Swagger UI served by the app itself, no CDN).
+- pages in a browser (Playwright, `pip install -e '.[docs]'`, driving Debian's Chromium,
+  `apt-get install chromium`): the MLflow UI (`mlflow ui` on the same store) at the champion's
+  run, and the API's /docs page of a real `ray-app serve` of the champion (Swagger UI served by
+  the app itself, no CDN).
 """
 
 from __future__ import annotations
@@ -183,48 +184,68 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def screenshot(url: str, path: Path, width: int = 1400, height: int = 1000) -> Path:
-    """A page as headless Chromium renders it after its scripts ran (virtual time budget)."""
-    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome")
-                    if shutil.which(b)), None)  # fmt: skip
-    if browser is None:
-        raise SystemExit("no Chromium here: apt-get install chromium (Debian), then rerun")
-    flags = ["--headless", "--disable-gpu", "--hide-scrollbars", "--force-device-scale-factor=1",
-             f"--window-size={width},{height}", "--virtual-time-budget=15000",
-             f"--screenshot={path}"]  # fmt: skip
-    if os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
-        flags.append("--no-sandbox")
-    subprocess.run([browser, *flags, url], check=True, capture_output=True, timeout=180)
-    return path
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise SystemExit("no Chromium here: apt-get install chromium (Debian), then rerun")
 
 
 def browser_pages(tracking: str, work: Path, out: Path) -> list[Path]:
-    """The MLflow UI at the champion's run, and /docs of the champion served by Serve."""
+    """The MLflow UI at the champion's run (overview, and its per-epoch validation charts),
+    and /docs of the champion served by `ray-app serve`: Playwright driving this machine's
+    Chromium (pip install -e '.[docs]'; Playwright's own browser download is not needed)."""
+    import time
+
     from mlflow.tracking import MlflowClient
+    from playwright.sync_api import sync_playwright
 
     client = MlflowClient(tracking)
     version = client.get_model_version_by_alias("adult-income", "champion")
     run = client.get_run(str(version.run_id))
-    port = _free_port()
-    ui = _started([str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking, "--host",
-                   "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health",
-                  work)  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/"
-        pages = [
-            screenshot(f"{base}{run.info.run_id}", out / "mlflow_run.png"),
-            screenshot(f"{base}{run.info.run_id}/model-metrics", out / "mlflow_metrics.png"),
-        ]
-    finally:
-        _stop(ui)
-    port = _free_port()
-    serve = _started([str(BIN / "ray-app"), "serve", "--tracking-uri", tracking, "--port",
-                      str(port)], f"http://127.0.0.1:{port}/health", work, 300)  # fmt: skip
-    try:
-        pages.append(screenshot(f"http://127.0.0.1:{port}/docs", out / "api_docs.png",
-                                height=1300))  # fmt: skip
-    finally:
-        _stop(serve)
+    pages = []
+    with sync_playwright() as driver:
+        root = os.geteuid() == 0  # Chromium refuses to run as root with its sandbox
+        browser = driver.chromium.launch(executable_path=_chromium(),
+                                         args=["--no-sandbox"] if root else [])  # fmt: skip
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        port = _free_port()
+        ui = _started([str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking, "--host",
+                       "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health",
+                      work)  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/"
+            page.goto(f"{base}{run.info.run_id}/model-metrics")
+            search = page.get_by_placeholder("Search metric charts")
+            search.wait_for(timeout=60_000)
+            close = page.locator("button[aria-label='Close']")  # the assistant side panel
+            if close.count():
+                close.first.click()
+            search.fill("val_")  # the per-epoch validation curves (and the best values)
+            time.sleep(4)  # the charts draw after their data arrive
+            page.screenshot(path=out / "mlflow_metrics.png")
+            pages.append(out / "mlflow_metrics.png")
+            page.set_viewport_size({"width": 1400, "height": 1500})
+            page.goto(f"{base}{run.info.run_id}")
+            page.get_by_text("Registered models").wait_for(timeout=60_000)
+            time.sleep(2)
+            page.screenshot(path=out / "mlflow_run.png")
+            pages.append(out / "mlflow_run.png")
+        finally:
+            _stop(ui)
+        port = _free_port()
+        serve = _started([str(BIN / "ray-app"), "serve", "--tracking-uri", tracking, "--port",
+                          str(port)], f"http://127.0.0.1:{port}/health", work, 300)  # fmt: skip
+        try:
+            page.set_viewport_size({"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/docs")
+            page.get_by_text("/predict").first.wait_for(timeout=60_000)
+            page.screenshot(path=out / "api_docs.png")
+            pages.append(out / "api_docs.png")
+        finally:
+            _stop(serve)
+        browser.close()
     return pages
 
 
