@@ -367,7 +367,7 @@ def train(
 
     log = None if verbose else _log_path(cfg, "train")
     if log is not None:
-        err.print(f"Ray's own output: {log} (--verbose: here)", highlight=False)
+        _say(f"Ray's own output: {log} (--verbose: here)")
     with _stdout_for_result(as_json), _ray_output_to_file(log), err.status("starting") as status:
 
         def progress(message: str) -> None:
@@ -460,7 +460,7 @@ def tune(
 
     log = None if verbose else _log_path(cfg, "tune")
     if log is not None:
-        err.print(f"Ray's own output: {log} (--verbose: here)", highlight=False)
+        _say(f"Ray's own output: {log} (--verbose: here)")
     with _stdout_for_result(as_json), _ray_output_to_file(log), err.status("starting") as status:
 
         def progress(message: str) -> None:

@@ -35,6 +35,39 @@ def _check_reachable(address: str) -> None:
         reason = getattr(exc, "strerror", None) or exc
         raise UserError(f"cannot reach a Ray cluster at {target} (--ray-address / RAY_ADDRESS "
                         f"{address!r}): {reason}; {FIX}") from None  # fmt: skip
+    if not address.startswith("ray://"):
+        _check_token(target)
+
+
+def _check_token(target: str) -> None:
+    """A cluster with token auth refuses an RPC without its token at once; `ray.init` would
+    retry for ~24 s before failing. One GCS call with the token `ray.init` would send (Ray's
+    own loader: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, none when
+    RAY_AUTH_MODE=disabled; ray/_private/worker.py, maybe_enable_token_auth_if_token_available)
+    tells in milliseconds. Any other answer is left to `ray.init`."""
+    import os
+
+    import grpc
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    loader = AuthenticationTokenLoader.instance()
+    headers: dict[str, str] = {}
+    disabled = os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"
+    if not disabled and loader.has_token(ignore_auth_mode=True):
+        headers = loader.get_token_for_http_header(ignore_auth_mode=True)
+    with grpc.insecure_channel(target) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(),  # type: ignore[attr-defined]
+                              metadata=list(headers.items()), timeout=5)  # fmt: skip
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                which = "a different one" if headers else "none"
+                raise UserError(
+                    f"the Ray cluster at {target} wants an auth token and this command has "
+                    f"{which}: set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
+                ) from None
 
 
 def ensure_ray(cfg: RayConfig) -> str:

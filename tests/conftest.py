@@ -93,7 +93,7 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
     import urllib.error
     import urllib.request
 
-    dashboard = free_port()
+    dashboard, gcs = free_port(), free_port()
     # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
     temp_dir = Path(tempfile.mkdtemp(prefix="rayhead", dir="/tmp"))
     env = {
@@ -101,10 +101,12 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "PATH": f"{BIN}:{os.environ['PATH']}",
+        # For tests that join by GCS address (read by nothing in ray_app).
+        "TEST_RAY_GCS_ADDRESS": f"127.0.0.1:{gcs}",
         **(extra_env or {}),
     }
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--num-cpus={num_cpus}",
          "--disable-usage-stats", f"--temp-dir={temp_dir}"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -61,6 +61,28 @@ def head(tmp_path_factory):
         yield {"url": url, "env": head_env, "work": work, "serve_port": free_port()}
 
 
+def test_a_token_head_refuses_a_command_without_its_token_in_seconds(head, tmp_path):
+    """`--ray-address` of a head with token auth, from a command with no token or another
+    one: exit 2 in seconds with one line (Ray's own client retried for ~24 s first)."""
+    gcs = head["env"]["TEST_RAY_GCS_ADDRESS"]
+    (tmp_path / "home").mkdir()  # no ~/.ray/auth_token there
+    env = {k: v for k, v in head["env"].items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+    env["HOME"] = str(tmp_path / "home")
+    for extra, has in (({}, "none"), ({"RAY_AUTH_TOKEN": "0" * 64}, "a different one")):
+        start = time.monotonic()
+        proc = subprocess.run([str(BIN / "ray-app"), "train", "--subsample", "3000",
+                               "--ray-address", gcs], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+        took = time.monotonic() - start
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        port = gcs.rsplit(":", 1)[1]
+        expected = (rf"error: the Ray cluster at \S+:{port} wants an auth token and this "
+                    rf"command has {has}: set RAY_AUTH_TOKEN .*")  # fmt: skip
+        assert re.fullmatch(expected, last), last
+        assert "Traceback" not in proc.stderr and took < 20, (took, proc.stderr[-2000:])
+
+
 def _submit(head: dict, job: dict, name: str, *extra: str) -> dict:
     """`ray job submit` of a RayJob's entrypoint (+ `extra` options) and runtimeEnvYAML;
     returns the JSON result."""
