@@ -43,6 +43,7 @@ def train(k: int, work: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"ray-app train --ensemble {k} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.pop("checkpoint")  # a temp path (and the secrets gate reads it as a key)
     return {"tracking_uri": tracking, "command_wall_s": wall, **result}
 
 
