@@ -139,6 +139,7 @@ class LoopSpec:
     cardinalities: list[int]
     threads: int = 1
     fault_marker: str | None = None  # test-only: file that records an injected failure
+    fault_after_commit: bool = True  # test-only: crash once Ray Train committed the last epoch
 
 
 class LoopContext(Protocol):
@@ -295,7 +296,8 @@ def train_loop(spec: LoopSpec, data: EncodedData | StreamedData, ctx: LoopContex
         ):
             marker = Path(spec.fault_marker)
             if not marker.exists():
-                _wait_for_committed_checkpoint(marker.parent, epoch - 1)
+                if spec.fault_after_commit:
+                    _wait_for_committed_checkpoint(marker.parent, epoch - 1)
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.write_text(f"worker {ctx.world_rank} killed itself at epoch {epoch}\n")
                 os._exit(1)  # a hard crash, as if the node were lost
@@ -545,10 +547,13 @@ def train_distributed(
 
 
 def _member_trial(params: dict[str, Any], datasets: dict[str, Any], spec: LoopSpec,
-                  cache_mb: float) -> None:  # fmt: skip
-    """One ensemble member: the shared loop in a Tune trial, with the member's seed."""
-    member = LoopSpec(spec.model, spec.train.model_copy(update={"seed": params["seed"]}),
-                      spec.cardinalities, spec.threads)  # fmt: skip
+                  cache_mb: float, crash_seed: int) -> None:  # fmt: skip
+    """One ensemble member: the shared loop in a Tune trial, with the member's seed (the
+    test-only fault injection hits the member with `crash_seed`; Tune's report has persisted
+    the previous epoch's checkpoint when the loop goes on, so no commit to wait for)."""
+    fault = spec.fault_marker if params["seed"] == crash_seed else None
+    train = spec.train.model_copy(update={"seed": params["seed"]})
+    member = LoopSpec(spec.model, train, spec.cardinalities, spec.threads, fault, False)
     data = worker_data(datasets["train"].iterator(), datasets["val"].iterator(), cache_mb)
     train_loop(member, data, TuneTrialContext())
 
@@ -571,17 +576,22 @@ def train_members(
     Datasets Tune trials read (`worker_data`)."""
     from ray import tune
 
-    spec = LoopSpec(cfg.model, cfg.train, cardinalities, threads=cfg.ray.cpus_per_worker)
+    storage = Path(cfg.ray.storage_path).resolve()
+    marker = None
+    if cfg.train.fail_once_at_epoch is not None:
+        marker = str(storage / run_name / "fault_injected.txt")
+    spec = LoopSpec(cfg.model, cfg.train, cardinalities, cfg.ray.cpus_per_worker, marker)
     seeds = [cfg.train.seed + i for i in range(cfg.train.ensemble)]
     trainable = tune.with_parameters(_member_trial, datasets=datasets, spec=spec,
-                                     cache_mb=cfg.ray.shard_cache_mb)  # fmt: skip
+                                     cache_mb=cfg.ray.shard_cache_mb,
+                                     crash_seed=seeds[-1])  # fmt: skip
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"CPU": cfg.ray.cpus_per_worker}),
         param_space={"seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min"),
         run_config=tune.RunConfig(
             name=run_name,
-            storage_path=str(Path(cfg.ray.storage_path).resolve()),
+            storage_path=str(storage),
             callbacks=callbacks,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),

@@ -102,6 +102,33 @@ def test_worker_death_resumes_from_last_checkpoint(local_ray, quick_cfg, small_s
     assert result["model_version"] is None
 
 
+def test_an_ensemble_member_that_dies_resumes_from_its_checkpoint(local_ray, quick_cfg):
+    """An ensemble of 2 (Tune trials); member seed 1 hard-exits in epoch 3: Tune restarts it
+    from a checkpoint, not from scratch (its first epochs predate the crash), and the one
+    registered version holds both members."""
+    from ray_app.train import read_checkpoint
+
+    quick_cfg.train.ensemble = 2
+    quick_cfg.train.max_epochs = 3
+    quick_cfg.train.fail_once_at_epoch = 3
+    quick_cfg.ray.max_failures = 1
+    result = run_train_job(quick_cfg)
+
+    run_dir = Path(result["checkpoint"]).parents[1]  # <run>/<member trial>/checkpoint_*
+    marker = run_dir / "fault_injected.txt"
+    assert marker.exists(), "the injected member failure did not happen"
+    failed_at = marker.stat().st_mtime
+    assert [m["seed"] for m in result["members"]] == [0, 1]
+    assert [m["epochs_run"] for m in result["members"]] == [3, 3]
+    saved = [read_checkpoint(p) for p in run_dir.glob("*seed=1*/checkpoint_*") if p.is_dir()]
+    latest = max(saved, key=lambda c: c["meta"]["epoch"])
+    assert latest["meta"]["epoch"] == 3
+    ends = [row["epoch_end_unix"] for row in latest["meta"]["history"]]
+    assert [row["epoch"] for row in latest["meta"]["history"]] == [1, 2, 3]
+    assert ends[0] < failed_at < ends[2]
+    assert result["model_version"] == 1 and result["ensemble_members"] == 2
+
+
 def test_failed_training_marks_the_mlflow_run_failed(local_ray, quick_cfg):
     quick_cfg.train.fail_once_at_epoch = 1
     quick_cfg.ray.max_failures = 0
