@@ -222,13 +222,17 @@ def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Pat
     health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
     assert health["model_version"] == str(champion)
 
-    second = run("--train-args", "--subsample 3000 --epochs 1 --lr 1e-5",
+    # The worse candidate is a deep ensemble of 2 (the RayJob trains it, evaluate-op scores
+    # it through the pyfunc): the pipeline carries `ray-app train` options through.
+    second = run("--train-args", "--subsample 3000 --epochs 1 --lr 1e-5 --ensemble 2",
                  "--pipeline-root", str(tmp_path / "runs2"))  # fmt: skip
     assert succeeded("evaluate-op", second)
     assert "deploy-op" not in second  # the dsl.If(improved) branch was not taken
     assert re.search(r"evaluate-op\s+not better: keep", second), second
     versions = client.search_model_versions("name='adult-income'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+    third = client.get_run(str(client.get_model_version("adult-income", "3").run_id))
+    assert third.data.metrics["ensemble_members"] == 2
     assert client.get_model_version_by_alias("adult-income", "champion").version == champion
     health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
     assert health["model_version"] == str(champion)
