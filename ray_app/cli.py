@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -836,7 +835,7 @@ def pipeline_run(
     ] = False,
 ) -> None:
     """Run the pipeline: --local on this machine against a Ray head, or --host on Kubeflow."""
-    from ray_app.pipeline import build_pipeline, default_launch, run_local
+    from ray_app.pipeline import build_pipeline, default_launch, plain_text, run_local
 
     if local == bool(host):
         raise UserError("give exactly one of --local or --host")
@@ -860,7 +859,7 @@ def pipeline_run(
                 )
         except RuntimeError as exc:  # kfp.local: "Task 'x' finished with status FAILURE"
             where = f"; its output is in {log}" if log else ""
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).rstrip(".")
+            plain = plain_text(str(exc)).rstrip(".")
             raise UserError(f"pipeline failed: {plain}{where}") from None
         deployed = any(task == "deploy-op" for task, _ in ended)
         _say(f"pipeline finished: {len(ended)} steps, "

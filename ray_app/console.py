@@ -1,6 +1,7 @@
-"""The Tune part of the console: a callback (it runs on the driver) saying when trials end.
+"""The Tune part of the console: a callback (it runs on the driver) saying when trials end
+(`ray-app tune`'s trials, `ray-app train --ensemble`'s members).
 
-A module of its own, imported only by `ray-app tune`: Tune pickles its callbacks into the
+A module of its own, imported only by those two commands: Tune pickles its callbacks into the
 experiment state, so the class must be importable by reference, and its printer (the CLI's
 terminal console) is left out of the pickled state.
 """

@@ -271,12 +271,19 @@ def compile_pipeline(path: Path, image: str = IMAGE) -> Path:
     return path
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_text(text: str) -> str:
+    """kfp.local's messages without their terminal colours."""
+    return _ANSI.sub("", text)
+
+
 class TaskLines(logging.Filter):
     """kfp.local's task records as one console line each (`say`); the records still reach
     kfp's own handler (the log file). A filter on the root logger, because kfp.local replaces
     the root's handlers for every task but leaves its filters alone."""
 
-    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
     _TASK = re.compile(
         r"^(Executing task|Task) '([^']+)'(?: finished with status (\w+)| outputs:)?"
     )
@@ -286,7 +293,7 @@ class TaskLines(logging.Filter):
         self.say, self.started, self.ended = say, {}, []  # type: ignore[var-annotated]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = self._ANSI.sub("", record.getMessage())
+        text = plain_text(record.getMessage())
         match = self._TASK.match(text)
         if not match:
             return True

@@ -155,9 +155,9 @@ class Preprocess:
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ServeArgs(**args)
-        # (preprocessor, version, drift window), swapped as one reference: a batch reads it once.
-        self.loaded: tuple[Preprocessor, str, DriftWindow | None] | None = None
-        self.members: int | None = None  # of the loaded version (an ensemble: K)
+        # (preprocessor, version, drift window, ensemble members), swapped as one reference: a
+        # batch (and /health) reads it once.
+        self.loaded: tuple[Preprocessor, str, DriftWindow | None, int] | None = None
         self.looked = 0.0
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
@@ -176,8 +176,8 @@ class Preprocess:
             return
         reference = load_reference(bundle)  # None: a bundle from before monitoring
         window = DriftWindow(reference, self.args.drift_window) if reference else None
-        self.members = ensemble_size(bundle)
-        self.loaded = (Preprocessor.load(bundle / PREPROCESSOR), version, window)
+        pre = Preprocessor.load(bundle / PREPROCESSOR)
+        self.loaded = (pre, version, window, ensemble_size(bundle))
 
     async def _maybe_load(self) -> None:
         if self.loaded is None and time.monotonic() - self.looked >= self.args.model_poll_s:
@@ -190,7 +190,7 @@ class Preprocess:
         await self._maybe_load()
         loaded = self.loaded
         return {"model_version": loaded[1] if loaded else None,
-                "members": self.members if loaded else None}  # fmt: skip
+                "members": loaded[3] if loaded else None}  # fmt: skip
 
     def drift(self) -> dict[str, Any] | None:
         """PSI per feature over this replica's window, and the score reference (the ingress
@@ -207,7 +207,7 @@ class Preprocess:
         loaded = self.loaded
         if loaded is None:
             return [None] * len(batch)
-        pre, version, window = loaded
+        pre, version, window, _ = loaded
         # One transform for all requests in the batch, then split back per request.
         sizes = [len(columns["age"]) for columns in batch]
         merged = {c: [v for columns in batch for v in columns[c]] for c in batch[0]}

@@ -539,11 +539,17 @@ def train_distributed(
     latest = result.checkpoint
     if best is None or latest is None:
         raise UserError(f"Ray Train run {run_name!r} reported no checkpoint")
+    best_state, meta = _fetch(best, latest)
+    return TrainOutcome(best_state, meta, best.path, wall, run_name)
+
+
+def _fetch(best: Any, latest: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights of the best checkpoint, and the meta (epoch, whole history) of the latest."""
     with best.as_directory() as directory:
-        best_state = torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
+        state = torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
     with latest.as_directory() as directory:
         meta = json.loads((Path(directory) / TRAIN_META).read_text())
-    return TrainOutcome(best_state, meta, best.path, wall, run_name)
+    return state, meta
 
 
 def _member_trial(params: dict[str, Any], datasets: dict[str, Any], spec: LoopSpec,
@@ -610,9 +616,6 @@ def train_members(
         best = result.get_best_checkpoint(OBJECTIVE, "min")
         if result.error is not None or best is None or result.checkpoint is None:
             raise RuntimeError(f"ensemble member seed {seed} ({run_name}) failed: {result.error}")
-        with best.as_directory() as directory:
-            state = torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
-        with result.checkpoint.as_directory() as directory:
-            meta = json.loads((Path(directory) / TRAIN_META).read_text())
+        state, meta = _fetch(best, result.checkpoint)
         outcomes.append(TrainOutcome(state, {**meta, "seed": seed}, best.path, wall, run_name))
     return outcomes
