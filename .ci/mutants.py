@@ -35,7 +35,7 @@ MUTANTS = [
     Mutant(
         "resume",
         "a worker lost mid-run resumes from the last checkpoint",
-        "ray_app/train.py",
+        "ray_app/training/loop.py",
         "        checkpoint = ray.train.get_checkpoint()\n",
         "        checkpoint = None  # mutant: resume disabled\n",
         ("tests/test_ray_train.py::test_worker_death_resumes_from_last_checkpoint",),
@@ -43,7 +43,7 @@ MUTANTS = [
     Mutant(
         "promotion",
         "a better later model takes the champion alias",
-        "ray_app/tracking.py",
+        "ray_app/tracking/registry.py",
         "    promoted = old_score is None or challenger_loss < old_score\n",
         "    promoted = current is None  # mutant: never moves after v1\n",
         ("tests/test_promotion.py",),
@@ -51,7 +51,7 @@ MUTANTS = [
     Mutant(
         "katib-nan",
         "a Katib trial never writes NaN (Katib's filter cannot read it)",
-        "ray_app/katib.py",
+        "ray_app/training/katib.py",
         "    bad = [k for k, v in values.items() if not math.isfinite(v)]\n",
         "    bad: list[str] = []  # mutant: NaN let through\n",
         ("tests/test_katib_trial.py",),
@@ -59,7 +59,7 @@ MUTANTS = [
     Mutant(
         "unknown-category",
         "an unknown category is a 422, not scored as the OOV bucket",
-        "ray_app/api.py",
+        "ray_app/serving/api.py",
         '                nullable = Literal[(*values, "?")] | None  # type: ignore[valid-type]\n',
         "                nullable = str | None  # mutant: any string, scored as OOV\n",
         ("tests/test_api.py",),
@@ -67,7 +67,7 @@ MUTANTS = [
     Mutant(
         "validation-failed",
         "the launcher fails fast on KubeRay's ValidationFailed",
-        "ray_app/launch.py",
+        "ray_app/platform/launch.py",
         'TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")\n',
         'TERMINAL_DEPLOYMENT = ("Complete", "Failed")  # mutant\n',
         ("tests/test_launch.py",),
@@ -75,7 +75,7 @@ MUTANTS = [
     Mutant(
         "deploy-version",
         "deploy waits until the new model version is served",
-        "ray_app/launch.py",
+        "ray_app/platform/launch.py",
         "                if serving == expected_version:\n"
         '                    self.log(f"{where}: {APP_NAME} RUNNING version {serving}")\n',
         "                if True:  # mutant: trusts RUNNING\n"
@@ -85,7 +85,7 @@ MUTANTS = [
     Mutant(
         "no-state-api",
         "distributed Tune trials do not hang: a stopped trial's worker group is freed",
-        "ray_app/runtime.py",
+        "ray_app/core/runtime.py",
         '    ray.init(address="local", include_dashboard=True, log_to_driver=True)\n',
         '    ray.init(address="local", include_dashboard=False, log_to_driver=True)  # mutant\n',
         ("tests/test_tune.py::test_distributed_trials_run_a_two_worker_group_each_on_two_cpus",),
@@ -93,7 +93,7 @@ MUTANTS = [
     Mutant(
         "test-overlap",
         "a test file that repeats training rows is refused",
-        "ray_app/data.py",
+        "ray_app/data/files.py",
         "    if rate > cfg.max_test_overlap:\n",
         "    if False:  # mutant: overlap guard off\n",
         ("tests/test_data.py",),

@@ -22,7 +22,7 @@ from typing import Any
 
 from serve_bench import BIN, ENV, OUT, _run_target, setup
 
-from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.serving.graph import SERVE_ENV, ServeArgs, render_config, serve_config
 
 SCENARIOS = [("single c=1", 1, 1, 10), ("single c=32", 1, 32, 15)]
 FIGURES = ("accuracy", "log_loss", "roc_auc")

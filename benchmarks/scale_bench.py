@@ -41,7 +41,7 @@ def write_bootstrap(scale: int, folder: Path, seed: int = 0) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ray_app.data import read_uci
+    from ray_app.data.files import read_uci
 
     base = read_uci(REPO / "data" / "adult.data")
     n = scale * len(base)
@@ -87,9 +87,9 @@ def run_scale(scale: int, epochs: int, work: Path, baseline: bool) -> dict[str, 
     """One scale in this process (the driver whose peak RSS is measured)."""
     import ray
 
-    from ray_app.config import AppConfig
-    from ray_app.dataset import fit_preprocessor, load_datasets, model_ready, predict_files
-    from ray_app.train import train_distributed
+    from ray_app.core.config import AppConfig
+    from ray_app.data.raydata import fit_preprocessor, load_datasets, model_ready, predict_files
+    from ray_app.training.loop import train_distributed
 
     folder = work / f"x{scale}"
     n = write_bootstrap(scale, folder)
@@ -136,9 +136,9 @@ def _test_metrics(cfg: Any, pre: Any, state: Any, where: Path, out: dict[str, An
     returns the bundle folder."""
     import ray
 
-    from ray_app.artifacts import save_bundle
-    from ray_app.dataset import predict_files
-    from ray_app.evaluate import binary_metrics
+    from ray_app.data.raydata import predict_files
+    from ray_app.ml.bundle import save_bundle
+    from ray_app.ml.metrics import binary_metrics
 
     bundle = where / "bundle"
     save_bundle(bundle, state, cfg.model, pre.cardinalities, pre)
@@ -157,8 +157,8 @@ def _in_memory(cfg: Any, pre: Any, splits: Any, work: Path) -> dict[str, Any]:
     import torch
     from ray.train.torch import TorchTrainer
 
-    from ray_app.artifacts import WEIGHTS
-    from ray_app.train import OBJECTIVE, EncodedData, LoopSpec, RayTrainContext, train_loop
+    from ray_app.ml.bundle import WEIGHTS
+    from ray_app.training.loop import OBJECTIVE, EncodedData, LoopSpec, RayTrainContext, train_loop
 
     frames = type("F", (), {"train": splits.train.to_pandas(), "val": splits.val.to_pandas()})
     data = EncodedData.from_splits(frames, pre)  # type: ignore[arg-type]

@@ -29,9 +29,9 @@ from typing import Any
 
 import httpx
 
-from ray_app.config import DataConfig
-from ray_app.data import FEATURE_COLUMNS, load_splits
-from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.core.config import DataConfig
+from ray_app.data.files import FEATURE_COLUMNS, load_splits
+from ray_app.serving.graph import SERVE_ENV, ServeArgs, render_config, serve_config
 
 OUT = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
@@ -189,7 +189,7 @@ def main() -> None:
         "serve run": _run_target("serve-run", command, url, work, local),
         "plain": _run_target(
             "plain",
-            [sys.executable, "-m", "ray_app.plain_server", "--tracking-uri", tracking,
+            [sys.executable, "-m", "ray_app.serving.plain", "--tracking-uri", tracking,
              "--port", str(plain_port)],
             f"http://127.0.0.1:{plain_port}", work, ENV,
         ),

@@ -22,7 +22,7 @@ from typing import Any
 
 from serve_bench import BIN, ENV, OUT, _load, _records, _stop, _wait_healthy, setup
 
-from ray_app.serve import SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.serving.graph import SERVE_ENV, ServeArgs, render_config, serve_config
 
 
 def _descendants(root: int) -> list[int]:

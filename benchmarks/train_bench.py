@@ -20,13 +20,13 @@ from typing import Any
 import ray
 import torch
 
-from ray_app.artifacts import Scorer
-from ray_app.config import AppConfig
-from ray_app.data import LABEL_COLUMN, load_splits
-from ray_app.dataset import load_datasets, model_ready
-from ray_app.evaluate import binary_metrics
-from ray_app.features import Preprocessor
-from ray_app.train import EncodedData, LocalContext, LoopSpec, train_distributed, train_loop
+from ray_app.core.config import AppConfig
+from ray_app.data.files import LABEL_COLUMN, load_splits
+from ray_app.data.raydata import load_datasets, model_ready
+from ray_app.ml.bundle import Scorer
+from ray_app.ml.features import Preprocessor
+from ray_app.ml.metrics import binary_metrics
+from ray_app.training.loop import EncodedData, LocalContext, LoopSpec, train_distributed, train_loop
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import ray
 
-from ray_app.config import AppConfig
-from ray_app.jobs import prepare_datasets, run_train_job
-from ray_app.search import apply_params, search_space
-from ray_app.tune import run_search, summarise_grid
+from ray_app.core.config import AppConfig
+from ray_app.training.jobs import prepare_datasets, run_train_job
+from ray_app.training.search import apply_params, search_space
+from ray_app.training.tune import run_search, summarise_grid
 
 OUT = Path(__file__).resolve().parent / "results"
 

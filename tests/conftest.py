@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_app.config import AppConfig
-from ray_app.data import Splits, load_splits
+from ray_app.core.config import AppConfig
+from ray_app.data.files import Splits, load_splits
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -174,8 +174,8 @@ def local_ray():
     needs; 2 CPUs here and in CI); shut down afterwards."""
     import ray
 
-    from ray_app.config import RayConfig
-    from ray_app.runtime import ensure_ray
+    from ray_app.core.config import RayConfig
+    from ray_app.core.runtime import ensure_ray
 
     assert ensure_ray(RayConfig()) == "local"
     yield ray

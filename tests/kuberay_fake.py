@@ -36,9 +36,9 @@ from typing import Any
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from ray_app.kubecheck import validate_ray_object
-from ray_app.kuberules import admission_errors
-from ray_app.serve import APP_NAME
+from ray_app.platform.kubecheck import validate_ray_object
+from ray_app.platform.kuberules import admission_errors
+from ray_app.serving.graph import APP_NAME
 
 RAYJOB_REQUEUE_S = 3.0
 RAYSERVICE_REQUEUE_S = 2.0

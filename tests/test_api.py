@@ -8,12 +8,12 @@ import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ray_app.api import DOCS_ASSETS, NO_KEY, Unavailable, ValidationErrorBody, create_api
-from ray_app.artifacts import Scorer, build_model
-from ray_app.config import FeatureConfig, ModelConfig
-from ray_app.data import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
-from ray_app.features import Preprocessor
-from ray_app.plain_server import LocalScoring
+from ray_app.core.config import FeatureConfig, ModelConfig
+from ray_app.data.files import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from ray_app.ml.bundle import Scorer, build_model
+from ray_app.ml.features import Preprocessor
+from ray_app.serving.api import DOCS_ASSETS, NO_KEY, Unavailable, ValidationErrorBody, create_api
+from ray_app.serving.plain import LocalScoring
 
 from .conftest import REPO
 

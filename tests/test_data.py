@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ray_app.config import AppConfig, DataConfig
-from ray_app.data import (
+from ray_app.core.config import AppConfig, DataConfig
+from ray_app.core.errors import DataError
+from ray_app.data.files import (
     FEATURE_COLUMNS,
     LABEL_COLUMN,
     RAW_COLUMNS,
@@ -23,7 +24,6 @@ from ray_app.data import (
     read_uci,
     verify_checksum,
 )
-from ray_app.errors import DataError
 
 from .conftest import REPO
 
@@ -116,7 +116,7 @@ def test_cli_data_error_exits_nonzero_without_traceback(tmp_path: Path):
     path = tmp_path / "bad.csv"
     path.write_text(f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW.replace('39,', 'abc,', 1)}\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "ray_app.cli", "data", "--data", str(path)],
+        [sys.executable, "-m", "ray_app.cli.app", "data", "--data", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -130,7 +130,7 @@ def test_cli_data_json(tmp_path: Path):
     import json
 
     proc = subprocess.run(
-        [sys.executable, "-m", "ray_app.cli", "data", "--json"],
+        [sys.executable, "-m", "ray_app.cli.app", "data", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -245,7 +245,7 @@ def test_a_test_file_that_repeats_training_rows_is_refused(tmp_path):
     assert str(seed_csv) in text and str(DATA / "adult.test") in text
     assert "--max-test-overlap" in text
     proc = subprocess.run(
-        [sys.executable, "-m", "ray_app.cli", "train", "--data", str(seed_csv),
+        [sys.executable, "-m", "ray_app.cli.app", "train", "--data", str(seed_csv),
          "--test-data", str(DATA / "adult.test")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Ray Data path (ray_app/dataset.py) on a real local Ray: the same rows, preprocessor and
+"""Ray Data path (ray_app/data/raydata.py) on a real local Ray: the same rows, preprocessor and
 encoding as the in-process path; folders, globs, URIs and Parquet; errors naming file and row;
 batch scoring that reports bad rows; training on a streamed shard."""
 
@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_app.artifacts import Scorer, save_bundle
-from ray_app.config import AppConfig, DataConfig, FeatureConfig, ModelConfig
-from ray_app.data import FEATURE_COLUMNS, feature_hashes, load_splits, read_uci
-from ray_app.dataset import fit_preprocessor, load_datasets, model_ready, predict_files
-from ray_app.errors import DataError
-from ray_app.features import Preprocessor
-from ray_app.train import EncodedData
+from ray_app.core.config import AppConfig, DataConfig, FeatureConfig, ModelConfig
+from ray_app.core.errors import DataError
+from ray_app.data.files import FEATURE_COLUMNS, feature_hashes, load_splits, read_uci
+from ray_app.data.raydata import fit_preprocessor, load_datasets, model_ready, predict_files
+from ray_app.ml.bundle import Scorer, save_bundle
+from ray_app.ml.features import Preprocessor
+from ray_app.training.loop import EncodedData
 
 from .conftest import ENV
 from .test_data import DATA, GOOD_ROW, HEADER, KAGGLE, write_layout
@@ -89,7 +89,7 @@ def test_a_bad_cell_in_a_parquet_file_is_named_by_file_row_and_column(local_ray,
 def test_batch_scoring_scores_every_valid_row_and_reports_the_others(local_ray, tmp_path):
     splits = load_splits(DataConfig(subsample=3000))
     pre = Preprocessor.fit(splits.train, FeatureConfig())
-    from ray_app.artifacts import build_model
+    from ray_app.ml.bundle import build_model
 
     model = build_model(ModelConfig(), pre.cardinalities).eval()
     bundle = save_bundle(tmp_path / "bundle", model.state_dict(), ModelConfig(),
@@ -133,7 +133,7 @@ def test_predict_cli_scores_a_registered_model(tmp_path):
 
 
 def test_training_streams_a_shard_that_does_not_fit_the_cache(local_ray, quick_cfg):
-    from ray_app.jobs import run_train_job
+    from ray_app.training.jobs import run_train_job
 
     quick_cfg.ray.shard_cache_mb = 0  # nothing fits: every epoch streams from the object store
     quick_cfg.tracking.register_model = False

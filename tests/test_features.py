@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_app.config import FeatureConfig
-from ray_app.data import CATEGORICAL_COLUMNS
-from ray_app.errors import UserError
-from ray_app.features import OOV_INDEX, Preprocessor
+from ray_app.core.config import FeatureConfig
+from ray_app.core.errors import UserError
+from ray_app.data.files import CATEGORICAL_COLUMNS
+from ray_app.ml.features import OOV_INDEX, Preprocessor
 
 
 @pytest.mark.parametrize("scaling", ["quantile_normal", "standard"])

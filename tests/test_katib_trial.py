@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_app.katib import PLACEHOLDER_RE, format_metrics
+from ray_app.training.katib import PLACEHOLDER_RE, format_metrics
 
 from .conftest import ENV, REPO
 
@@ -101,7 +101,7 @@ def test_the_writer_refuses_what_katibs_filter_cannot_read():
 
 DIVERGE = """
 import sys, torch
-from ray_app.cli import main
+from ray_app.cli.app import main
 step, calls = torch.optim.AdamW.step, {"n": 0}
 def diverging(self, *args, **kwargs):
     out = step(self, *args, **kwargs)

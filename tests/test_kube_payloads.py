@@ -25,9 +25,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ray_app.data import NUMERIC_COLUMNS
-from ray_app.kubecheck import render_overlay
-from ray_app.serve import SERVE_ENV
+from ray_app.data.files import NUMERIC_COLUMNS
+from ray_app.platform.kubecheck import render_overlay
+from ray_app.serving.graph import SERVE_ENV
 
 from .conftest import REPO, free_port, ray_head
 from .test_api import RECORD

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_app import kuberay
-from ray_app.kubecheck import (
+from ray_app.platform import manifests as kuberay
+from ray_app.platform.kubecheck import (
     check_overlay,
     load_crd_schemas,
     overlays,
@@ -184,7 +184,7 @@ def test_pipeline_rbac_is_least_privilege(local_objects):
 
 
 def test_compiled_pipeline_is_up_to_date(tmp_path: Path):
-    from ray_app.pipeline import compile_pipeline
+    from ray_app.platform.pipeline import compile_pipeline
 
     fresh = compile_pipeline(tmp_path / "p.yaml")
     committed = REPO / "pipelines" / "adult_income.yaml"

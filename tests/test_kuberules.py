@@ -1,4 +1,4 @@
-"""KubeRay's admission rules (ray_app/kuberules.py): each one refuses its planted violation.
+"""KubeRay's admission rules (ray_app/platform/kuberules.py): each refuses its planted violation.
 
 The objects are the rendered `local` overlay's (which pass every rule); each case breaks one
 rule the way validation.go (KubeRay v1.7.0) describes and expects exactly that rule's id. A
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ray_app.kubecheck import check_ray_object, load_crd_schemas, render_overlay
-from ray_app.kuberules import ALL_RULES, admission_errors
+from ray_app.platform.kubecheck import check_ray_object, load_crd_schemas, render_overlay
+from ray_app.platform.kuberules import ALL_RULES, admission_errors
 
 from .test_kuberay import CRDS, KUBERAY
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from ray_app import kuberay
-from ray_app.kubecheck import load_crd_schemas, render_overlay
-from ray_app.launch import JobFailed, KubeRayJobs, LaunchConfig, build_rayjob, parse_result
-from ray_app.serve import ServeArgs, serve_config
+from ray_app.platform import manifests as kuberay
+from ray_app.platform.kubecheck import load_crd_schemas, render_overlay
+from ray_app.platform.launch import JobFailed, KubeRayJobs, LaunchConfig, build_rayjob, parse_result
+from ray_app.serving.graph import ServeArgs, serve_config
 
 from .kuberay_fake import Clock, FakeKubeRay, JobScript
 from .test_kuberay import CRDS, KUBERAY
@@ -225,7 +225,7 @@ def test_launch_config_rejects_unknown_backends():
 
 
 def test_crd_folder_missing_is_a_clear_error(tmp_path: Path):
-    from ray_app.errors import UserError
+    from ray_app.core.errors import UserError
 
     with pytest.raises(UserError, match="RAY_APP_KUBERAY_CRDS"):
         load_crd_schemas(tmp_path)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ray_app.artifacts import Scorer, build_model, ensemble_size, load_model, save_bundle
-from ray_app.config import AppConfig, FeatureConfig, ModelConfig, TrainConfig
-from ray_app.features import Preprocessor
-from ray_app.model import StackedMLP
-from ray_app.train import EncodedData, LocalContext, LoopSpec, train_loop
+from ray_app.core.config import AppConfig, FeatureConfig, ModelConfig, TrainConfig
+from ray_app.ml.bundle import Scorer, build_model, ensemble_size, load_model, save_bundle
+from ray_app.ml.features import Preprocessor
+from ray_app.ml.model import StackedMLP
+from ray_app.training.loop import EncodedData, LocalContext, LoopSpec, train_loop
 
 
 @pytest.mark.parametrize("num_embedding", ["plr", "none"])
@@ -28,7 +28,7 @@ def test_forward_shapes_and_gradients(num_embedding: str):
 
 
 def test_plr_embedding_shape():
-    from ray_app.model import PeriodicEmbedding
+    from ray_app.ml.model import PeriodicEmbedding
 
     emb = PeriodicEmbedding(n_features=6, n_frequencies=4, sigma=10.0, dim=5)
     assert emb(torch.randn(3, 6)).shape == (3, 6, 5)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ray_app.config import FeatureConfig
-from ray_app.data import CATEGORICAL_COLUMNS, LABEL_COLUMN, LABELS, read_table
-from ray_app.drift import (
+from ray_app.core.config import FeatureConfig
+from ray_app.data.files import CATEGORICAL_COLUMNS, LABEL_COLUMN, LABELS, read_table
+from ray_app.ml.drift import (
     FEATURES,
     DriftWindow,
     bin_codes,
@@ -23,7 +23,7 @@ from ray_app.drift import (
     drift_report,
     feature_psi,
 )
-from ray_app.features import Preprocessor, column_stats
+from ray_app.ml.features import Preprocessor, column_stats
 
 from .conftest import ENV, REPO
 
@@ -190,7 +190,7 @@ def test_alerts_and_dashboard_use_metrics_the_api_exports():
 
     import yaml
 
-    from ray_app.api import ApiMetrics
+    from ray_app.serving.api import ApiMetrics
 
     metrics = ApiMetrics("3")
     metrics.set_drift({"rows": 600, "feature_psi": {"age": 0.3}, "score_psi": 0.1})

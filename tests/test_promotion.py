@@ -13,12 +13,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import log_loss
 
-from ray_app import tracking
-from ray_app.artifacts import Scorer, build_model, load_model, save_bundle
-from ray_app.config import AppConfig, FeatureConfig, ModelConfig, TrackingConfig, TrainConfig
-from ray_app.data import FEATURE_COLUMNS
-from ray_app.features import Preprocessor
-from ray_app.train import EncodedData, LocalContext, LoopSpec, train_loop
+from ray_app.core.config import AppConfig, FeatureConfig, ModelConfig, TrackingConfig, TrainConfig
+from ray_app.data.files import FEATURE_COLUMNS
+from ray_app.ml.bundle import Scorer, build_model, load_model, save_bundle
+from ray_app.ml.features import Preprocessor
+from ray_app.tracking import registry as tracking
+from ray_app.training.loop import EncodedData, LocalContext, LoopSpec, train_loop
 
 
 @pytest.fixture()

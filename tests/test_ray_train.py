@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_app.artifacts import Scorer
-from ray_app.data import FEATURE_COLUMNS
-from ray_app.jobs import run_train_job
+from ray_app.data.files import FEATURE_COLUMNS
+from ray_app.ml.bundle import Scorer
+from ray_app.training.jobs import run_train_job
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def test_worker_death_resumes_from_last_checkpoint(local_ray, quick_cfg, small_s
     must start from epoch 1's checkpoint, weights and optimizer state, not from scratch."""
     import math
 
-    from ray_app.train import read_checkpoint
+    from ray_app.training.loop import read_checkpoint
 
     quick_cfg.train.max_epochs = 3
     quick_cfg.train.fail_once_at_epoch = 2
@@ -106,7 +106,7 @@ def test_an_ensemble_member_that_dies_resumes_from_its_checkpoint(local_ray, qui
     """An ensemble of 2 (Tune trials); member seed 1 hard-exits in epoch 3: Tune restarts it
     from a checkpoint, not from scratch (its first epochs predate the crash), and the one
     registered version holds both members."""
-    from ray_app.train import read_checkpoint
+    from ray_app.training.loop import read_checkpoint
 
     quick_cfg.train.ensemble = 2
     quick_cfg.train.max_epochs = 3
@@ -147,7 +147,7 @@ def test_the_seeds_one_file_layout_trains_end_to_end(local_ray, quick_cfg, tmp_p
 
     import pandas as pd
 
-    from ray_app.data import read_uci
+    from ray_app.data.files import read_uci
 
     from .test_data import DATA, KAGGLE, write_layout
 

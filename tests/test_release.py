@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_app import kuberay
-from ray_app.config import IMAGE
-from ray_app.errors import UserError
-from ray_app.release import container_images, release_assets
+from ray_app.core.config import IMAGE
+from ray_app.core.errors import UserError
+from ray_app.platform import manifests as kuberay
+from ray_app.platform.release import container_images, release_assets
 
 from .conftest import REPO
 from .test_kuberay import KUBERAY

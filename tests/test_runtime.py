@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_app.config import AppConfig
+from ray_app.core.config import AppConfig
 
 from .conftest import ENV, free_port
 
@@ -37,7 +37,8 @@ def test_a_stale_cluster_file_does_not_stop_the_embedded_default(stale_cluster_f
     """No address: a fresh local Ray, whatever the cluster file names (Ray's own default would
     try to join the dead head for minutes)."""
     env, _ = stale_cluster_file
-    code = ("from ray_app.config import RayConfig; from ray_app.runtime import ensure_ray; "
+    code = ("from ray_app.core.config import RayConfig; "
+            "from ray_app.core.runtime import ensure_ray; "
             "import ray; print(ensure_ray(RayConfig()), ray.cluster_resources()['CPU']); "
             "ray.shutdown()")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -101,7 +102,7 @@ def test_config_show_prints_the_tree_and_a_file_and_flags_override_it(tmp_path):
         3, 0.002, 1)  # fmt: skip
     assert tree["train"]["batch_size"] == AppConfig().train.batch_size  # untouched defaults
 
-    from ray_app.cli import _build_config
+    from ray_app.cli.app import _build_config
 
     cfg = _build_config(run, train={"max_epochs": 5, "lr": None})  # --epochs 5, no --lr
     assert (cfg.train.max_epochs, cfg.train.lr, cfg.ray.num_workers) == (5, 0.002, 1)

@@ -7,9 +7,9 @@ import copy
 import pytest
 import yaml
 
-from ray_app.config import AppConfig
-from ray_app.errors import UserError
-from ray_app.katib import (
+from ray_app.core.config import AppConfig
+from ray_app.core.errors import UserError
+from ray_app.training.katib import (
     KATIB_METRIC_RE,
     build_experiment,
     check_experiment,
@@ -18,7 +18,7 @@ from ray_app.katib import (
     parse_trial_args,
     render_yaml,
 )
-from ray_app.search import apply_params, search_space, trial_config, tune_param_space
+from ray_app.training.search import apply_params, search_space, trial_config, tune_param_space
 
 from .conftest import REPO
 

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
 
-from ray_app.api import BUSY, NO_KEY
-from ray_app.config import DataConfig
-from ray_app.data import FEATURE_COLUMNS, load_splits, read_table
-from ray_app.serve import API_MAX_ONGOING, SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.core.config import DataConfig
+from ray_app.data.files import FEATURE_COLUMNS, load_splits, read_table
+from ray_app.serving.api import BUSY, NO_KEY
+from ray_app.serving.graph import API_MAX_ONGOING, SERVE_ENV, ServeArgs, render_config, serve_config
 
 from .conftest import ENV, REPO, descendants, free_port, stop_group
 from .test_api import RECORD
@@ -134,7 +134,7 @@ def test_config_is_the_committed_one():
     committed = (REPO / "kuberay" / "serve-config.yaml").read_text()
     assert committed == render_config(serve_config()), "run: ray-app serve-config"
     app = yaml.safe_load(committed)["applications"][0]
-    assert app["import_path"] == "ray_app.serve:build_app"
+    assert app["import_path"] == "ray_app.serving.graph:build_app"
     assert {d["name"]: d["max_ongoing_requests"] for d in app["deployments"]}["Model"] > 5
 
 
@@ -320,7 +320,7 @@ def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatc
     moves to version 2 and `ray-app deploy` (the same step) back to 1: no non-2xx, and every
     request sent after each deploy returned is answered by the new version. Version 2 is
     version 1's model registered again, so the answers are comparable; the version moves."""
-    from ray_app.pipeline import deploy_step
+    from ray_app.platform.pipeline import deploy_step
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
     mlflow.set_tracking_uri(served["tracking"])  # create_model_version resolves through it

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_app.tune import run_tune_job
+from ray_app.training.tune import run_tune_job
 
 from .conftest import BIN, ENV
 

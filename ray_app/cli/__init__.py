@@ -1,0 +1,1 @@
+"""The `ray-app` command line: parse, build the config, call one function."""

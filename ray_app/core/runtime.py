@@ -1,0 +1,98 @@
+"""Starting or joining Ray: the only place `ray.init` is called."""
+
+from __future__ import annotations
+
+from ray_app.core.config import RayConfig
+from ray_app.core.errors import UserError
+
+FIX = ("start it (`ray start --head`), fix --ray-address / RAY_ADDRESS, or leave both unset "
+       "to start a local Ray")  # fmt: skip
+
+
+def _check_reachable(address: str) -> None:
+    """An explicit address with nothing behind it fails here, in seconds and in one line;
+    `ray.init` would retry for minutes (a dead head named by a stale cluster file for `auto`).
+    """
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if address.startswith("ray://"):
+        target: str | None = address.removeprefix("ray://")
+    else:
+        try:
+            target = canonicalize_bootstrap_address(address)
+        except Exception as exc:
+            raise UserError(
+                f"no Ray cluster for --ray-address {address!r} ({exc}): {FIX}"
+            ) from None
+    if target is None:
+        return  # "local"
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UserError(f"cannot reach a Ray cluster at {target} (--ray-address / RAY_ADDRESS "
+                        f"{address!r}): {reason}; {FIX}") from None  # fmt: skip
+    if not address.startswith("ray://"):
+        _check_token(target)
+
+
+def _check_token(target: str) -> None:
+    """A cluster with token auth refuses an RPC without its token at once; `ray.init` would
+    retry for ~24 s before failing. One GCS call with the token `ray.init` would send (Ray's
+    own loader: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, none when
+    RAY_AUTH_MODE=disabled; ray/_private/worker.py, maybe_enable_token_auth_if_token_available)
+    tells in milliseconds. Any other answer is left to `ray.init`."""
+    import os
+
+    import grpc
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    loader = AuthenticationTokenLoader.instance()
+    headers: dict[str, str] = {}
+    disabled = os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"
+    if not disabled and loader.has_token(ignore_auth_mode=True):
+        headers = loader.get_token_for_http_header(ignore_auth_mode=True)
+    with grpc.insecure_channel(target) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(),  # type: ignore[attr-defined]
+                              metadata=list(headers.items()), timeout=5)  # fmt: skip
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                which = "a different one" if headers else "none"
+                raise UserError(
+                    f"the Ray cluster at {target} wants an auth token and this command has "
+                    f"{which}: set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
+                ) from None
+
+
+def ensure_ray(cfg: RayConfig) -> str:
+    """Join `cfg.address` (from --ray-address or RAY_ADDRESS), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return "already-initialized"
+    if cfg.address:
+        _check_reachable(cfg.address)
+        try:
+            ray.init(address=cfg.address, log_to_driver=True)
+        except Exception as exc:  # token auth: Ray retries ~24 s, then a ConnectionError
+            if "token" in str(exc).lower() or "auth" in type(exc).__name__.lower():
+                raise UserError(
+                    f"the Ray cluster at {cfg.address} wants an auth token this command does "
+                    "not have: set RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
+                ) from None
+            raise
+        return cfg.address
+    # Embedded default: a fresh local Ray sized to this machine ("local": never the cluster a
+    # leftover /tmp/ray/ray_current_cluster names, which may be dead). With its dashboard (on
+    # 127.0.0.1): without it Ray loads no State API, and Ray Train's PlacementGroupCleaner, which
+    # asks the State API whether a Train controller is alive, never frees the worker group of a
+    # controller that was killed (a Tune trial stopped by ASHA): the CPUs stayed reserved and the
+    # next distributed trial waited for ever. See ray/_private/services.py (modules-to-load).
+    ray.init(address="local", include_dashboard=True, log_to_driver=True)
+    return "local"

@@ -1,0 +1,1 @@
+"""The model and what travels with it: preprocessing, the MLP, bundles, scoring, metrics, drift."""

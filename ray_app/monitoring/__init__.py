@@ -1,0 +1,1 @@
+"""Drift and live performance against the training reference."""

@@ -1,0 +1,2 @@
+"""Kubernetes and Kubeflow: manifests, the operator's admission rules, checks, launchers,
+the pipeline, releases."""

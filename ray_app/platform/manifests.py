@@ -1,0 +1,362 @@
+"""KubeRay objects generated from the package: one cluster spec, one Serve config, one CLI.
+
+    ray-app kube-manifests                  # writes kuberay/base/ray*.yaml (tested up to date)
+
+The RayCluster, both RayJobs and the RayService share `cluster_spec`; the RayService embeds
+`serve_config()` (the document `serve run kuberay/serve-config.yaml` runs); the RayJobs run the
+`ray-app` CLI. Overlays in kuberay/overlays change sizes, storage and exposure, not structure.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ray_app.serving.api import API_KEY_ENV
+from ray_app.serving.graph import POD_HOST, SERVE_ENV, render_config, serve_config
+
+RAY_VERSION = "2.60.0"
+# Image placeholders: overlays map them to the registry and tag with kustomize `images:`, the
+# release pins both to the pushed digests (platform/release.py). GPU_IMAGE is the GPU group's.
+IMAGE = "ray-app"
+GPU_IMAGE = "ray-app-gpu"
+NAMESPACE = "ray-app"
+# Server-side apply field manager of every writer of our objects (pipeline deploy, release job).
+FIELD_MANAGER = "ray-app"
+SHARED_PVC = "ray-shared"
+SHARED_MOUNT = "/mnt/ray-shared"
+# Ray Train's storage_path must be reachable from every node: the RWX volume, not a pod's disk.
+STORAGE_PATH = f"{SHARED_MOUNT}/ray_results"
+# Namespace-qualified, so pipeline pods in KFP's namespaces reach it too (the pod's DNS search
+# list completes `.svc` with the cluster's own domain).
+TRACKING_URI = f"http://mlflow.{NAMESPACE}.svc:5000"
+CLUSTER_NAME = "ray-app"
+SERVICE_NAME = "adult-income"
+# KubeRay names the Serve Service `<RayService>-serve-svc` (utils/util.go GenerateServeServiceName).
+SERVE_URL = f"http://{SERVICE_NAME}-serve-svc.{NAMESPACE}.svc:8000"
+JobKind = Literal["train", "tune"]
+# Seconds a job may run before KubeRay fails it (DeadlineExceeded).
+DEADLINES: dict[str, int] = {"train": 3600, "tune": 4 * 3600}
+
+HEAD_RESOURCES = {"cpu": "2", "memory": "6Gi"}
+WORKER_RESOURCES = {"cpu": "2", "memory": "4Gi"}
+
+
+def _resources(amounts: dict[str, str]) -> dict[str, Any]:
+    # requests == limits: Guaranteed QoS, and Ray sizes itself from the limits.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def security_context() -> dict[str, Any]:
+    """Non-root, no privilege escalation, no capabilities (the image's user is uid 1000)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 100,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(extra: dict[str, str]) -> list[dict[str, str]]:
+    base = {"MLFLOW_TRACKING_URI": TRACKING_URI, "RAY_APP_STORAGE_PATH": STORAGE_PATH}
+    return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
+
+
+def _container(
+    name: str, resources: dict[str, str], env: dict[str, str], ports: list, image: str = IMAGE
+) -> dict:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": _env(env),
+        "resources": _resources(resources),
+        "securityContext": security_context(),
+        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}],
+    }
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}}],
+        # Autoscaler v2 replaces failed pods itself; a restarted Ray container cannot rejoin.
+        "restartPolicy": "Never",
+        "securityContext": {"fsGroup": 100},
+    }
+    if worker:
+        # Workers never call the Kubernetes API (the head's autoscaler does, with its own SA).
+        spec["automountServiceAccountToken"] = False
+    return {"spec": spec}
+
+
+API_KEY_SECRET = "ray-app-api-key"  # nosec B105  # pragma: allowlist secret (its name)
+API_KEY_FROM_SECRET = {
+    "name": API_KEY_ENV,
+    "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "keys", "optional": True}},
+}
+
+
+def cluster_spec(serve: bool = False) -> dict[str, Any]:
+    """RayCluster spec shared by the RayCluster, the RayJobs and the RayService."""
+    env = dict(SERVE_ENV) if serve else {}
+    head_ports = [
+        {"name": "gcs-server", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+        {"name": "metrics", "containerPort": 8080},
+    ]
+    worker_ports: list[dict[str, Any]] = [{"name": "metrics", "containerPort": 8080}]
+    if serve:
+        head_ports.append({"name": "serve", "containerPort": 8000})
+        worker_ports.append({"name": "serve", "containerPort": 8000})
+    head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
+    worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
+    if serve:
+        # /predict's API keys from a Secret, when there is one (optional: without it the API
+        # is open and the ingress logs so). Rotate by writing "old,new" into it.
+        for container in (head, worker):
+            container["env"].append(API_KEY_FROM_SECRET)
+        # Ready when the app's own /health answers (graph wired; "no-model" on an empty
+        # registry counts as up). Replaces KubeRay's injected proxy probe; its timeout must
+        # exceed /health's own 2 s ping of the model deployment (the default is 1 s).
+        worker["readinessProbe"] = {
+            "httpGet": {"path": "/health", "port": 8000},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 12,
+        }
+    return {
+        "rayVersion": RAY_VERSION,
+        # Token auth: KubeRay creates the secret and hands it to the head, workers and submitter.
+        "authOptions": {"mode": "token"},
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "version": "v2",
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": 120,
+            "resources": _resources({"cpu": "500m", "memory": "512Mi"}),
+            "securityContext": security_context(),
+        },
+        "headGroupSpec": {
+            # No Ray work on the head: it runs the GCS, the dashboard and the job drivers.
+            # The dashboard listens on the pod network only; the head Service is ClusterIP.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            "serviceType": "ClusterIP",
+            "template": _pod(head, worker=False),
+        },
+        "workerGroupSpecs": [
+            {
+                "groupName": "cpu",
+                "replicas": 1,
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "rayStartParams": {},
+                "template": _pod(worker, worker=True),
+            }
+        ],
+    }
+
+
+# GPU worker group (kuberay/components/gpu): one L4 per node on GKE, scaled from zero.
+GPU_WORKER_RESOURCES = {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+
+
+def gpu_worker_group() -> dict[str, Any]:
+    """The GPU group the gpu component adds to every cluster (image: the GPU build)."""
+    worker = _container(
+        "ray-worker",
+        GPU_WORKER_RESOURCES,
+        {},
+        [{"name": "metrics", "containerPort": 8080}],
+        image=GPU_IMAGE,
+    )
+    pod = _pod(worker, worker=True)
+    pod["spec"]["nodeSelector"] = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    pod["spec"]["tolerations"] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    return {
+        "groupName": "gpu",
+        "replicas": 0,
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "rayStartParams": {},
+        "template": pod,
+    }
+
+
+def gpu_patches() -> dict[str, list[dict[str, Any]]]:
+    """JSON patches of kuberay/components/gpu: the GPU group appended to each cluster spec."""
+    group = gpu_worker_group()
+    return {
+        "gpu-raycluster.yaml": [{"op": "add", "path": "/spec/workerGroupSpecs/-", "value": group}],
+        "gpu-rayjob.yaml": [
+            {"op": "add", "path": "/spec/rayClusterSpec/workerGroupSpecs/-", "value": group}
+        ],
+    }
+
+
+def _meta(name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "labels": {"app.kubernetes.io/component": component}}
+
+
+def raycluster() -> dict[str, Any]:
+    """Long-lived cluster for interactive work and RayJobs that reuse it (clusterSelector)."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": _meta(CLUSTER_NAME, "cluster"),
+        "spec": cluster_spec(),
+    }
+
+
+def job_payload(
+    kind: JobKind,
+    args: list[str] | None = None,
+    tracking_uri: str = TRACKING_URI,
+    storage_path: str = STORAGE_PATH,
+) -> tuple[str, dict[str, Any]]:
+    """Entrypoint and runtime env of a training/tuning job (RayJob or Job Submission API)."""
+    entrypoint = shlex.join(["ray-app", kind, "--json", *(args or [])])
+    runtime_env = {
+        "env_vars": {"MLFLOW_TRACKING_URI": tracking_uri, "RAY_APP_STORAGE_PATH": storage_path}
+    }
+    return entrypoint, runtime_env
+
+
+def with_image(obj: Any, image: str) -> Any:
+    """Copy of a manifest with every container using the placeholder IMAGE set to `image`."""
+    if isinstance(obj, list):
+        return [with_image(item, image) for item in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {key: with_image(value, image) for key, value in obj.items()}
+    if out.get("image") == IMAGE and "name" in out:
+        out["image"] = image
+    return out
+
+
+def rayjob(
+    kind: JobKind,
+    args: list[str] | None = None,
+    name: str | None = None,
+    reuse_cluster: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    suspend: bool = False,
+    ray_cluster_spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RayJob running `ray-app train|tune` on its own cluster (or on `reuse_cluster`).
+
+    `ray_cluster_spec` replaces the generated cluster (the launcher passes the one of the
+    overlay the user deployed: its sizes, GPU group and image).
+    """
+    entrypoint, default_env = job_payload(kind, args)
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "runtimeEnvYAML": yaml.safe_dump(runtime_env or default_env, sort_keys=False),
+        "activeDeadlineSeconds": DEADLINES[kind],
+        "submitterConfig": {"backoffLimit": 2},
+    }
+    if reuse_cluster:
+        # validation.go L567-L578 (KubeRay v1.7): clusterSelector refuses backoffLimit > 0,
+        # suspend, and (through L753-L755) a TTL without shutdownAfterJobFinishes.
+        spec["clusterSelector"] = {"ray.io/cluster": reuse_cluster}
+    else:
+        # A retry gets a new cluster; the job resumes from its checkpoints in shared storage.
+        spec["backoffLimit"] = 1
+        spec["shutdownAfterJobFinishes"] = True
+        spec["ttlSecondsAfterFinished"] = 600
+        spec["rayClusterSpec"] = ray_cluster_spec or cluster_spec()
+    if suspend:
+        spec["suspend"] = True
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(name or f"ray-app-{kind}", kind),
+        "spec": spec,
+    }
+
+
+def serve_config_v2() -> str:
+    """The RayService's serveConfigV2: the document of kuberay/serve-config.yaml, bound to
+    all interfaces (pod networking: the Service reaches the pod's IP)."""
+    return yaml.safe_dump(serve_config(host=POD_HOST), sort_keys=False)
+
+
+def rayservice(serve_doc: str | None = None) -> dict[str, Any]:
+    """The Serve graph on its own cluster; a config change is applied in place by KubeRay."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _meta(SERVICE_NAME, "serve"),
+        "spec": {
+            # A cluster-spec change starts a new cluster and moves traffic once it is ready.
+            "upgradeStrategy": {"type": "NewCluster"},
+            "serveConfigV2": serve_doc or serve_config_v2(),
+            "rayClusterConfig": cluster_spec(serve=True),
+        },
+    }
+
+
+HEADER = (
+    "# Generated by `ray-app kube-manifests` from ray_app/platform/manifests.py. Do not edit.\n"
+)
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    """File name -> object, for kuberay/base."""
+    return {
+        "raycluster.yaml": raycluster(),
+        # Suspended: applying an overlay creates them without starting a cluster; start one with
+        # kubectl patch rayjob ray-app-train --type merge -p '{"spec":{"suspend":false}}'
+        # (the pipeline creates its own, unsuspended, from the same function).
+        "rayjob-train.yaml": rayjob("train", suspend=True),
+        "rayjob-tune.yaml": rayjob("tune", suspend=True),
+        "rayservice.yaml": rayservice(),
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2, runtimeEnvYAML) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render(obj: dict[str, Any]) -> str:
+    return HEADER + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def write_manifests(
+    base_dir: Path, serve_config_path: Path, gpu_dir: Path | None = None
+) -> list[Path]:
+    """Write the generated base objects, the GPU component's patches and the Serve config."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, obj in manifests().items():
+        path = base_dir / name
+        path.write_text(render(obj))
+        written.append(path)
+    gpu_dir = gpu_dir or base_dir.parent / "components" / "gpu"
+    gpu_dir.mkdir(parents=True, exist_ok=True)
+    for name, patch in gpu_patches().items():
+        path = gpu_dir / name
+        path.write_text(HEADER + yaml.dump(patch, Dumper=_Dumper, sort_keys=False, width=100))
+        written.append(path)
+    serve_config_path.write_text(render_config(serve_config()))
+    written.append(serve_config_path)
+    return written

@@ -1,0 +1,62 @@
+"""The seed's architecture for comparison: one FastAPI + uvicorn process scoring in-process.
+
+    python -m ray_app.serving.plain --model-uri models:/adult-income@champion --port 8001
+
+Same API module (validation, metrics) as the Serve ingress; only the backend differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from ray_app.ml.bundle import Scorer
+from ray_app.serving.api import create_api
+
+
+@dataclass
+class LocalScoring:
+    """Preprocessing + model in this process."""
+
+    scorer: Scorer
+    model_version: str
+
+    @property
+    def members(self) -> int:
+        return self.scorer.members
+
+    async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str]:
+        encoded = self.scorer.preprocessor.transform(columns)
+        return self.scorer.predict_encoded(*encoded).tolist(), self.model_version
+
+    async def ready(self) -> bool:
+        return True
+
+
+def main() -> None:
+    import torch
+    import uvicorn
+
+    from ray_app.serving.graph import ServeArgs, fetch_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-uri", default="models:/adult-income@champion")
+    parser.add_argument("--bundle-dir", default=None)
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--max-records", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    serve_args = ServeArgs(
+        model_uri=args.model_uri, bundle_dir=args.bundle_dir, tracking_uri=args.tracking_uri
+    )
+    bundle, version = fetch_bundle(serve_args)
+    scoring = LocalScoring(Scorer.from_bundle(bundle), version)
+    app = create_api(lambda: scoring, lambda: args.max_records)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

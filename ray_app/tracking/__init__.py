@@ -1,0 +1,1 @@
+"""MLflow: the tracking store, the registry and its champion rule, the pyfunc."""
