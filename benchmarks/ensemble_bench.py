@@ -22,7 +22,8 @@ from typing import Any
 
 from serve_bench import BIN, ENV, OUT, _run_target, setup
 
-from ray_app.serving.graph import SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.core.config import ServeConfig
+from ray_app.serving.config import SERVE_ENV, render_config, serve_config
 
 SCENARIOS = [("single c=1", 1, 1, 10), ("single c=32", 1, 32, 15)]
 FIGURES = ("accuracy", "log_loss", "roc_auc")
@@ -75,7 +76,7 @@ def main() -> None:
         for k, row in runs.items():
             config = work / f"k{k}" / "serve-config.yaml"
             config.write_text(render_config(serve_config(
-                ServeArgs(tracking_uri=row["tracking_uri"]), "127.0.0.1", port)))  # fmt: skip
+                ServeConfig(tracking_uri=row["tracking_uri"]), "127.0.0.1", port)))  # fmt: skip
             row["serve"] = _run_target(
                 f"K={k}", [str(BIN / "serve"), "run", str(config)], f"http://127.0.0.1:{port}",
                 work / f"k{k}", {**ENV, "RAY_ADDRESS": "local", **SERVE_ENV}, SCENARIOS,

@@ -88,8 +88,11 @@ def run_scale(scale: int, epochs: int, work: Path, baseline: bool) -> dict[str, 
     import ray
 
     from ray_app.core.config import AppConfig
-    from ray_app.data.raydata import fit_preprocessor, load_datasets, model_ready, predict_files
-    from ray_app.training.loop import train_distributed
+    from ray_app.data.raydata import load_datasets, train_stats
+    from ray_app.ml.features import Preprocessor
+    from ray_app.ml.scoring import model_ready
+    from ray_app.serving.batch import predict_files
+    from ray_app.training.distributed import train_distributed
 
     folder = work / f"x{scale}"
     n = write_bootstrap(scale, folder)
@@ -106,7 +109,7 @@ def run_scale(scale: int, epochs: int, work: Path, baseline: bool) -> dict[str, 
         splits = load_datasets(cfg.data)
         out["read_split_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        pre = fit_preprocessor(splits.train, cfg.features)
+        pre = Preprocessor.fit_stats(train_stats(splits.train), cfg.features)
         out["fit_s"] = time.perf_counter() - start
         start = time.perf_counter()
         datasets = model_ready(splits, pre)
@@ -136,9 +139,9 @@ def _test_metrics(cfg: Any, pre: Any, state: Any, where: Path, out: dict[str, An
     returns the bundle folder."""
     import ray
 
-    from ray_app.data.raydata import predict_files
     from ray_app.ml.bundle import save_bundle
     from ray_app.ml.metrics import binary_metrics
+    from ray_app.serving.batch import predict_files
 
     bundle = where / "bundle"
     save_bundle(bundle, state, cfg.model, pre.cardinalities, pre)
@@ -158,7 +161,9 @@ def _in_memory(cfg: Any, pre: Any, splits: Any, work: Path) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     from ray_app.ml.bundle import WEIGHTS
-    from ray_app.training.loop import OBJECTIVE, EncodedData, LoopSpec, RayTrainContext, train_loop
+    from ray_app.training.contexts import RayContext
+    from ray_app.training.loop import OBJECTIVE, LoopSpec, train_loop
+    from ray_app.training.rows import EncodedData
 
     frames = type("F", (), {"train": splits.train.to_pandas(), "val": splits.val.to_pandas()})
     data = EncodedData.from_splits(frames, pre)  # type: ignore[arg-type]
@@ -167,7 +172,7 @@ def _in_memory(cfg: Any, pre: Any, splits: Any, work: Path) -> dict[str, Any]:
 
     def worker(config: dict[str, Any]) -> None:
         full = ray.get(config["ref"])
-        ctx = RayTrainContext()
+        ctx = RayContext("train")
         rows = np.random.default_rng(0).permutation(len(full.train_y))
         mine = rows[ctx.world_rank :: ctx.world_size][: len(rows) // ctx.world_size]
         own = EncodedData(full.train_cat[mine], full.train_num[mine], full.train_y[mine],

@@ -29,9 +29,10 @@ from typing import Any
 
 import httpx
 
-from ray_app.core.config import DataConfig
-from ray_app.data.files import FEATURE_COLUMNS, load_splits
-from ray_app.serving.graph import SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.core.config import DataConfig, ServeConfig
+from ray_app.core.schema import FEATURE_COLUMNS
+from ray_app.data.splits import load_splits
+from ray_app.serving.config import SERVE_ENV, render_config, serve_config
 
 OUT = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
@@ -177,7 +178,7 @@ def main() -> None:
 
     serve_port, plain_port = 8123, 8124
     config = work / "serve-config.yaml"
-    config.write_text(render_config(serve_config(ServeArgs(tracking_uri=tracking),
+    config.write_text(render_config(serve_config(ServeConfig(tracking_uri=tracking),
                                                  "127.0.0.1", serve_port)))  # fmt: skip
     # A fresh local Ray each time (RAY_ADDRESS=local), whatever /tmp/ray names.
     local = {**ENV, "RAY_ADDRESS": "local"}

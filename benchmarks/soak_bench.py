@@ -22,7 +22,8 @@ from typing import Any
 
 from serve_bench import BIN, ENV, OUT, _load, _records, _stop, _wait_healthy, setup
 
-from ray_app.serving.graph import SERVE_ENV, ServeArgs, render_config, serve_config
+from ray_app.core.config import ServeConfig
+from ray_app.serving.config import SERVE_ENV, render_config, serve_config
 
 
 def _descendants(root: int) -> list[int]:
@@ -69,7 +70,7 @@ def main() -> None:
     work, tracking = setup("soak_bench", args.tracking_uri)
     port = 8125
     config = work / "serve-config.yaml"
-    config.write_text(render_config(serve_config(ServeArgs(tracking_uri=tracking),
+    config.write_text(render_config(serve_config(ServeConfig(tracking_uri=tracking),
                                                  "127.0.0.1", port)))  # fmt: skip
     body = work / "one.json"
     body.write_text(json.dumps(_records(1)[0]))

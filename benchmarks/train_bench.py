@@ -21,12 +21,15 @@ import ray
 import torch
 
 from ray_app.core.config import AppConfig
-from ray_app.data.files import LABEL_COLUMN, load_splits
-from ray_app.data.raydata import load_datasets, model_ready
-from ray_app.ml.bundle import Scorer
+from ray_app.core.schema import LABEL_COLUMN
+from ray_app.data.raydata import load_datasets
+from ray_app.data.splits import load_splits
 from ray_app.ml.features import Preprocessor
 from ray_app.ml.metrics import binary_metrics
-from ray_app.training.loop import EncodedData, LocalContext, LoopSpec, train_distributed, train_loop
+from ray_app.ml.scoring import Scorer, model_ready
+from ray_app.training.contexts import LocalContext
+from ray_app.training.distributed import train_distributed
+from ray_app.training.loop import EncodedData, LoopSpec, train_loop
 
 OUT = Path(__file__).resolve().parent / "results"
 

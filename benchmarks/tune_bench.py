@@ -43,7 +43,8 @@ def main() -> None:
     runs: dict[str, dict[str, Any]] = {}
     ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
-        _, pre, datasets = prepare_datasets(cfg)
+        prepared = prepare_datasets(cfg)
+        pre, datasets = prepared.pre, prepared.encoded
         train_rows = datasets["train"].count()
         for scheduler in ("asha", "fifo"):
             run_cfg = cfg.model_copy(deep=True)
@@ -53,7 +54,7 @@ def main() -> None:
             runs[scheduler] = {**summarise_grid(grid), "wall_s": time.perf_counter() - start}
         asha, full = runs["asha"], runs["fifo"]
         best_cfg = apply_params(cfg, asha["best_config"], search_space(args.epochs))
-        retrained = run_train_job(best_cfg)
+        retrained = run_train_job(best_cfg).to_json()
     finally:
         ray.shutdown()
 

@@ -125,7 +125,8 @@ def pipeline_graph(spec: Path, out: Path) -> Path:
 
 def drift_plot(tracking: str, work: Path, out: Path) -> Path:
     """`ray-app monitor` on 3,000 adult.test rows with ages +15: its plot for age."""
-    from ray_app.data.files import CATEGORICAL_COLUMNS, LABEL_COLUMN, LABELS, read_table
+    from ray_app.core.schema import CATEGORICAL_COLUMNS, LABEL_COLUMN, LABELS
+    from ray_app.data.files import read_table
 
     rows = read_table(REPO / "data" / "adult.test").head(3000)
     rows["age"] = (rows["age"] + 15).clip(upper=90)

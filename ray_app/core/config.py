@@ -1,20 +1,23 @@
-"""One typed config tree for every entry point; built at the edge (CLI) and passed down."""
+"""One typed config tree for every entry point; built at the edge (CLI) and passed down.
+
+Precedence, lowest first: the defaults below, a `--config` YAML file, the environment
+(`ray_app.core.settings`), the command line's options (`build_config`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-# The package ships the canonical UCI files beside the source tree (repo root /data).
-REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-# The runtime image (docker/Dockerfile) as CI's release job pushes it; Katib trials, pipeline
-# steps and RayJobs default to it.
-IMAGE = "ghcr.io/ray-app/ray-app:0.1.0"
-
+from ray_app.core import constants as c
+from ray_app.core.errors import UserError
+from ray_app.core.settings import Settings
 
 PathOrUri = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
+# /predict bodies over this are refused with 413 before they are parsed.
+MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -35,7 +38,7 @@ class DataConfig(_Strict):
         description="likewise; default: shipped adult.test for the shipped training "
         "data, else a split of train_path",
     )
-    data_dir: Path = REPO_DATA_DIR
+    data_dir: Path = c.REPO_DATA_DIR
     val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     test_fraction: float = Field(
         0.2, gt=0.0, lt=0.5, description="share held out for test when one file is given"
@@ -88,8 +91,6 @@ class TrainConfig(_Strict):
         description="K > 1: a deep ensemble of K members (seeds seed..seed+K-1), "
         "trained concurrently, their probabilities averaged",
     )
-    # Test-only fault injection: rank 1 hard-exits once at this epoch (marker file in storage).
-    fail_once_at_epoch: int | None = Field(None, ge=1)
 
 
 class RayConfig(_Strict):
@@ -99,7 +100,7 @@ class RayConfig(_Strict):
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: int = Field(1, ge=1)
     use_gpu: bool = False
-    storage_path: Path = Path("ray_results")
+    storage_path: Path = c.LOCAL_STORAGE_PATH
     max_failures: int = Field(2, ge=-1)
     shard_cache_mb: float = Field(
         2048,
@@ -114,11 +115,20 @@ class RayConfig(_Strict):
 class TrackingConfig(_Strict):
     """MLflow tracking and registry."""
 
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "adult-income"
-    registered_model: str = "adult-income"
+    tracking_uri: str = c.LOCAL_TRACKING_URI
+    experiment: str = c.EXPERIMENT
+    registered_model: str = c.REGISTERED_MODEL
     register_model: bool = True
-    champion_alias: str = "champion"
+    champion_alias: str = c.CHAMPION_ALIAS
+
+    @property
+    def champion_uri(self) -> str:
+        """models:/<registered model>@<champion alias>."""
+        return f"models:/{self.registered_model}@{self.champion_alias}"
+
+    def version_uri(self, version: str | int) -> str:
+        """models:/<registered model>/<version>: a pinned version."""
+        return f"models:/{self.registered_model}/{version}"
 
 
 class SearchConfig(_Strict):
@@ -137,6 +147,73 @@ class SearchConfig(_Strict):
     retrain: bool = True
 
 
+class ServeConfig(BaseModel):
+    """`args` of the Serve application (the `args:` block of the Serve config YAML)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str | None = Field(c.CHAMPION_URI, description="MLflow model URI or registry alias")
+    bundle_dir: str | None = Field(None, description="local model bundle (overrides model_uri)")
+    # None: MLflow's own resolution (MLFLOW_TRACKING_URI in the replica's environment, else
+    # ./mlflow.db), so `serve run` and the RayService (whose pods set the variable) share one doc.
+    tracking_uri: str | None = None
+    max_records: int = Field(1000, ge=1, description="records per /predict request")
+    max_body_bytes: int = Field(
+        MAX_BODY_BYTES, ge=1024, description="/predict body limit (413 before it is parsed)"
+    )
+    batch_size: int = Field(256, ge=1, description="@serve.batch max_batch_size")
+    # 0: a batch is whatever queued while the previous one ran (no added latency at low load).
+    batch_wait_s: float = Field(0.0, ge=0.0, description="@serve.batch wait")
+    torch_threads: int = Field(1, ge=1)
+    # Cold start: an alias that resolves to nothing yet is looked up again this often.
+    model_poll_s: float = Field(5.0, gt=0.0, description="no model yet: registry poll period")
+    # Drift gauges on /metrics: PSI of the last `drift_window` scored rows against the training
+    # reference, once at least `drift_min_rows` have been seen (fewer give noisy PSI).
+    drift_window: int = Field(5000, ge=100, description="rows in the drift window")
+    drift_min_rows: int = Field(500, ge=1, description="rows before PSI is exported")
+
+
+class LaunchConfig(BaseModel):
+    """Where a pipeline's (or a retrain's) Ray work runs and how its launcher waits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["kuberay", "local"] = "kuberay"
+    namespace: str = c.NAMESPACE
+    # Used when no template RayJob is deployed (job_templates); the pipeline compiled for a
+    # release carries the pushed digest here.
+    image: str = c.IMAGE
+    # kuberay: take the cluster spec from the deployed `ray-app-train|tune` RayJobs.
+    job_templates: bool = True
+    # kuberay: reuse this RayCluster (clusterSelector) instead of a cluster per job.
+    reuse_cluster: str | None = None
+    # local: the head's dashboard (Job Submission and Serve REST API).
+    ray_address: str = c.LOCAL_DASHBOARD
+    tracking_uri: str = c.CLUSTER_TRACKING_URI
+    storage_path: str = c.CLUSTER_STORAGE_PATH
+    poll_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(4 * 3600, gt=0, description="a job's own limit (every attempt)")
+    deploy_timeout_s: float = Field(1800, gt=0, description="until a deploy serves its version")
+    cleanup: Literal["always", "on-success", "never"] = "on-success"
+    service: str = c.SERVICE_NAME
+    # kuberay: the RayService's Serve Service, whose /health names the served version.
+    serve_url: str = c.CLUSTER_SERVE_URL
+    serve_port: int = Field(c.SERVE_PORT, gt=0, lt=65536)
+    # A failed or unhealthy application must stay so this long before deploy gives up (the
+    # operator's status can lag one reconcile, ~2 s, behind the Serve controller).
+    settle_s: float = Field(15.0, ge=0)
+
+
+class MonitorConfig(_Strict):
+    """`ray-app monitor`: when a feature has drifted, when performance has dropped."""
+
+    psi_threshold: float = Field(0.2, gt=0.0, description="PSI above which a feature drifted")
+    log_loss_tolerance: float = Field(
+        0.10, ge=0.0, description="live log loss this share above the model's test log loss: "
+        "a performance drop"
+    )  # fmt: skip
+
+
 class AppConfig(_Strict):
     """The whole tree."""
 
@@ -147,12 +224,23 @@ class AppConfig(_Strict):
     ray: RayConfig = RayConfig()
     tracking: TrackingConfig = TrackingConfig()
     search: SearchConfig = SearchConfig()
+    serve: ServeConfig = ServeConfig()
+    launch: LaunchConfig = LaunchConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _batch_fits_workers(self) -> AppConfig:
         if self.train.batch_size < self.ray.num_workers:
             raise ValueError("train.batch_size must be at least ray.num_workers")
         return self
+
+
+def absolute_sqlite(tracking_uri: str) -> str:
+    """sqlite:///mlflow.db -> sqlite:////abs/mlflow.db, for processes in other directories
+    (Serve replicas, Ray jobs, pipeline steps)."""
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    return tracking_uri
 
 
 def plain_mlp(cfg: AppConfig) -> AppConfig:
@@ -172,8 +260,6 @@ def load_config_file(path: Path) -> dict[str, Any]:
     tree's own validation then names any unknown or bad field."""
     import yaml
 
-    from ray_app.core.errors import UserError
-
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -186,6 +272,44 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: expected a mapping of sections (data, train, ray, ...), "
                         f"got {type(doc).__name__}")  # fmt: skip
     return doc
+
+
+def _from_environment(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The sections the environment sets (None: the variable is unset)."""
+    return {
+        "data": {"data_dir": settings.data_dir},
+        "ray": {"address": settings.ray_address, "storage_path": settings.storage_path},
+        "tracking": {"tracking_uri": settings.tracking_uri},
+    }
+
+
+def build_config(
+    config_file: Path | None = None,
+    settings: Settings | None = None,
+    **sections: dict[str, Any],
+) -> AppConfig:
+    """Validate into the typed tree: the tree's defaults, then the config file's values, then
+    the environment (`settings`), then `sections` (the options given on the command line;
+    None: not given). A bad value is a user error naming the file and the field."""
+    tree = load_config_file(config_file) if config_file else {}
+    layers = [_from_environment(settings) if settings else {}, sections]
+    for layer in layers:
+        for section, values in layer.items():
+            given = {f: x for f, x in values.items() if x is not None}
+            if not given:
+                continue
+            base = tree.get(section) or {}
+            if not isinstance(base, dict):
+                raise UserError(f"{config_file}: '{section}' must be a mapping of settings")
+            tree[section] = {**base, **given}
+    try:
+        return AppConfig(**tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        where = f" ({config_file} and the options given)" if config_file else ""
+        raise UserError(f"invalid configuration{where}: {problems}") from None
 
 
 def dump_config(cfg: AppConfig) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray_app.core.config import RayConfig
 from ray_app.core.errors import UserError
+from ray_app.core.settings import Settings
 
 FIX = ("start it (`ray start --head`), fix --ray-address / RAY_ADDRESS, or leave both unset "
        "to start a local Ray")  # fmt: skip
@@ -45,15 +46,13 @@ def _check_token(target: str) -> None:
     own loader: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, none when
     RAY_AUTH_MODE=disabled; ray/_private/worker.py, maybe_enable_token_auth_if_token_available)
     tells in milliseconds. Any other answer is left to `ray.init`."""
-    import os
-
     import grpc
     from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
     loader = AuthenticationTokenLoader.instance()
     headers: dict[str, str] = {}
-    disabled = os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"
+    disabled = (Settings().ray_auth_mode or "").lower() == "disabled"
     if not disabled and loader.has_token(ignore_auth_mode=True):
         headers = loader.get_token_for_http_header(ignore_auth_mode=True)
     with grpc.insecure_channel(target) as channel:

@@ -1,19 +1,17 @@
-"""A model bundle on disk (weights + config + preprocessor JSON) and the scorer built from it."""
+"""A model bundle on disk: weights (state dicts only), model.json (architecture, vocabulary
+sizes, ensemble members) and the preprocessor JSON; nothing in it is unpickled."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
 from ray_app.core.config import ModelConfig
 from ray_app.core.errors import UserError
-from ray_app.data.files import NUMERIC_COLUMNS
+from ray_app.core.schema import NUMERIC_COLUMNS
 from ray_app.ml.features import Preprocessor
 from ray_app.ml.model import StackedMLP, TabularMLP
 
@@ -82,59 +80,3 @@ def ensemble_size(directory: Path) -> int:
     """How many members a bundle's model averages (1: a single model), from model.json."""
     meta = json.loads((Path(directory) / MODEL_META).read_text())
     return len(meta.get("ensemble", [])) or 1
-
-
-def average(members: np.ndarray) -> np.ndarray:
-    """(K, N) members' probabilities -> (N,): the ensemble's (the same as mean_probability)."""
-    return members.mean(axis=0)
-
-
-def mean_probability(model: TabularMLP | StackedMLP, x_cat: torch.Tensor,
-                     x_num: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """P(>50K) per row (B,); a stacked ensemble's (K, B) members' probabilities averaged."""
-    prob = torch.sigmoid(model(x_cat, x_num))
-    return prob.mean(dim=0) if prob.dim() == 2 else prob
-
-
-@dataclass
-class Scorer:
-    """Raw rows in, probability of >50K out: preprocessing and model together."""
-
-    preprocessor: Preprocessor
-    model: TabularMLP | StackedMLP
-
-    @classmethod
-    def from_state(
-        cls, pre: Preprocessor, model_cfg: ModelConfig, state: dict[str, torch.Tensor]
-    ) -> Scorer:
-        """From weights in memory (a loop's best state), without a round trip through disk."""
-        model = build_model(model_cfg, pre.cardinalities)
-        model.load_state_dict(state)
-        return cls(pre, model.eval())
-
-    @classmethod
-    def from_bundle(cls, directory: Path) -> Scorer:
-        return cls(Preprocessor.load(Path(directory) / PREPROCESSOR), load_model(directory))
-
-    @property
-    def members(self) -> int:
-        """1 for one model; K for a deep ensemble."""
-        return self.model.members if isinstance(self.model, StackedMLP) else 1
-
-    @torch.inference_mode()
-    def predict_members(self, x_cat: np.ndarray, x_num: np.ndarray) -> np.ndarray:
-        """Each member's P(>50K) of encoded rows: (K, N); one model is K = 1."""
-        # In chunks of 32k rows: a single pass holds every row's embeddings at once.
-        cat, num = torch.from_numpy(x_cat), torch.from_numpy(x_num)
-        chunks = [self.model(cat[i : i + 32_768], num[i : i + 32_768]).reshape(self.members, -1)
-                  for i in range(0, len(cat), 32_768)]  # fmt: skip
-        logits = torch.cat(chunks, dim=1) if chunks else torch.empty(self.members, 0)
-        return torch.sigmoid(logits).numpy().astype(np.float64)
-
-    def predict_encoded(self, x_cat: np.ndarray, x_num: np.ndarray) -> np.ndarray:
-        """P(>50K) of encoded rows; an ensemble averages its members' probabilities."""
-        return average(self.predict_members(x_cat, x_num))
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(income > 50K) for each row of a frame holding the 14 feature columns."""
-        return self.predict_encoded(*self.preprocessor.transform(frame))

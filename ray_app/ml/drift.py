@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from ray_app.core.errors import UserError
-from ray_app.data.files import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
-from ray_app.ml.features import Preprocessor, _quantiles, _sorted_counts
+from ray_app.core.schema import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+from ray_app.data.stats import quantiles, sorted_counts
+from ray_app.ml.features import Preprocessor
 
 REFERENCE = "reference.json"
 FORMAT = "ray_app.reference"
 VERSION = 1
 N_BINS = 10
-THRESHOLD = 0.2
 _FLOOR = 1e-4
 FEATURES = CATEGORICAL_COLUMNS + NUMERIC_COLUMNS  # the column order of `bin_codes`
 SCORE_EDGES = np.linspace(0.0, 1.0, N_BINS + 1)[1:-1]
@@ -52,7 +52,7 @@ def build_reference(
         features[column] = {"kind": "categorical", "bins": ["<other>", *pre.vocab[column]],
                             "fractions": [max(0.0, 1.0 - sum(known)), *known]}  # fmt: skip
     for column in NUMERIC_COLUMNS:
-        values, counts = _sorted_counts(stats["numeric"][column])
+        values, counts = sorted_counts(stats["numeric"][column])
         edges = numeric_edges(values, counts)
         index = np.searchsorted(np.asarray(edges), values, side="right")
         fractions = np.bincount(index, weights=counts, minlength=len(edges) + 1) / total
@@ -79,7 +79,7 @@ def numeric_edges(values: np.ndarray, counts: np.ndarray) -> list[float]:
     gets a bin of its own, and a tail above the top edge holding 5 % or more of the rows is cut
     at its quartiles (else all of capital_gain's non-zero values would share one bin, and a
     shift among them would not show)."""
-    deciles = _quantiles(values, counts, np.linspace(0.0, 1.0, N_BINS + 1)[1:-1])
+    deciles = quantiles(values, counts, np.linspace(0.0, 1.0, N_BINS + 1)[1:-1])
     edges = set(deciles)
     for tied in {q for q in deciles if deciles.count(q) > 1}:
         above = values[values > tied]
@@ -87,7 +87,7 @@ def numeric_edges(values: np.ndarray, counts: np.ndarray) -> list[float]:
             edges.add(float(above[0]))
     tail = values > max(edges)
     if counts[tail].sum() >= 0.05 * counts.sum():
-        edges.update(_quantiles(values[tail], counts[tail], np.array([0.25, 0.5, 0.75])))
+        edges.update(quantiles(values[tail], counts[tail], np.array([0.25, 0.5, 0.75])))
     return sorted(edges)
 
 
@@ -157,7 +157,7 @@ def drift_report(
     reference: dict[str, Any],
     codes: np.ndarray,
     probability: np.ndarray,
-    threshold: float = THRESHOLD,
+    threshold: float,
 ) -> dict[str, Any]:
     """Per-feature and score PSI, the features past `threshold`, and whether anything drifted."""
     features = feature_psi(reference, codes)

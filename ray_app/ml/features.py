@@ -14,12 +14,12 @@ import pandas as pd
 
 from ray_app.core.config import FeatureConfig
 from ray_app.core.errors import UserError
-from ray_app.data.files import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+from ray_app.core.schema import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+from ray_app.data.stats import MISSING_TOKEN, column_stats, quantiles, sorted_counts
 
 FORMAT = "ray_app.preprocessor"
 VERSION = 1
 OOV_INDEX = 0  # index 0 of every categorical vocabulary: unseen (or too rare) category
-MISSING_TOKEN = "<missing>"  # '?' in the raw data is informative, so it gets its own slot
 _EPS = 1e-7
 Columns: TypeAlias = "pd.DataFrame | Mapping[str, Sequence[Any]]"
 
@@ -29,56 +29,6 @@ def _normal_references(n: int) -> np.ndarray:
     levels = np.clip(np.linspace(0.0, 1.0, n), _EPS, 1.0 - _EPS)
     dist = NormalDist()
     return np.array([dist.inv_cdf(float(p)) for p in levels])
-
-
-def column_stats(frame: pd.DataFrame) -> dict[str, Any]:
-    """Value counts per column of one block of training rows (mergeable: `merge_stats`).
-
-    Exact histograms: Adult's numeric columns take at most ~21k distinct values (fnlwgt), so
-    counts stay small however many rows there are; the quantiles computed from them are the
-    exact sample quantiles (numpy's linear interpolation).
-    """
-    categorical = {
-        c: {str(k): int(v) for k, v in frame[c].fillna(MISSING_TOKEN).value_counts().items()}
-        for c in CATEGORICAL_COLUMNS
-    }
-    numeric = {}
-    for c in NUMERIC_COLUMNS:
-        values, counts = np.unique(frame[c].to_numpy(dtype=np.float64), return_counts=True)
-        numeric[c] = dict(zip(values.tolist(), counts.tolist(), strict=True))
-    return {"rows": len(frame), "categorical": categorical, "numeric": numeric}
-
-
-def merge_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Sum two blocks' value counts."""
-    out: dict[str, Any] = {"rows": a["rows"] + b["rows"], "categorical": {}, "numeric": {}}
-    for kind in ("categorical", "numeric"):
-        for column, counts in a[kind].items():
-            merged = dict(counts)
-            for value, n in b[kind][column].items():
-                merged[value] = merged.get(value, 0) + n
-            out[kind][column] = merged
-    return out
-
-
-def _sorted_counts(counts: Mapping[Any, int]) -> tuple[np.ndarray, np.ndarray]:
-    values = np.array([float(v) for v in counts], dtype=np.float64)
-    order = np.argsort(values)
-    return values[order], np.array(list(counts.values()), dtype=np.int64)[order]
-
-
-def _quantiles(values: np.ndarray, counts: np.ndarray, levels: np.ndarray) -> list[float]:
-    """np.quantile(..., method='linear') of the multiset `values` x `counts`."""
-    ends = np.cumsum(counts)  # position after the last copy of each value
-    h = (ends[-1] - 1) * levels
-    lo = np.floor(h).astype(np.int64)
-    hi = np.minimum(lo + 1, ends[-1] - 1)
-    a = values[np.searchsorted(ends, lo, side="right")]
-    b = values[np.searchsorted(ends, hi, side="right")]
-    t = h - lo
-    # numpy's _lerp: a + t (b - a), written from the nearer end for t >= 0.5.
-    out = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
-    return [float(q) for q in out]
 
 
 @dataclass
@@ -115,18 +65,18 @@ class Preprocessor:
             vocab[column] = sorted(str(v) for v, n in counts.items() if n >= cfg.min_category_count)
         numeric: dict[str, dict[str, Any]] = {}
         for column in NUMERIC_COLUMNS:
-            values, counts = _sorted_counts(stats["numeric"][column])
+            values, counts = sorted_counts(stats["numeric"][column])
             total = counts.sum()
             mean = float((values * counts).sum() / total)
             std = float(np.sqrt((counts * (values - mean) ** 2).sum() / total))
             column_stats_: dict[str, Any] = {
-                "median": _quantiles(values, counts, np.array([0.5]))[0],
+                "median": quantiles(values, counts, np.array([0.5]))[0],
                 "mean": mean,
                 "std": std or 1.0,
             }
             if cfg.numeric_scaling == "quantile_normal":
                 levels = np.linspace(0.0, 1.0, cfg.n_quantiles)
-                column_stats_["quantiles"] = _quantiles(values, counts, levels)
+                column_stats_["quantiles"] = quantiles(values, counts, levels)
             numeric[column] = column_stats_
         return cls(numeric_scaling=cfg.numeric_scaling, vocab=vocab, numeric=numeric)
 

@@ -120,7 +120,7 @@ def render_overlay(overlay: Path, kubectl: str | None = None) -> list[dict[str, 
 
 def admission_errors(obj: dict[str, Any]) -> list[str]:
     """KubeRay's admission rules for one ray.io object, each as 'Kind/name: message [rule]'."""
-    from ray_app.platform.kuberules import admission_errors as violations
+    from ray_app.platform.rules import admission_errors as violations
 
     name = f"{obj.get('kind', '?')}/{obj.get('metadata', {}).get('name', '?')}"
     return [f"{name}: {violation}" for violation in violations(obj)]
@@ -138,8 +138,10 @@ def launcher_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (no template deployed); on a cluster of its own and on each deployed RayCluster
     (clusterSelector).
     """
-    from ray_app.platform.launch import LaunchConfig, build_rayjob, job_name, template_name
-    from ray_app.platform.manifests import JobKind
+    from ray_app.core.config import AppConfig, LaunchConfig
+    from ray_app.platform.launch import Job, job_name
+    from ray_app.platform.launch.base import JobKind
+    from ray_app.platform.launch.kuberay import build_rayjob, template_name
 
     templates = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "RayJob"}
     clusters = [o["metadata"]["name"] for o in objects if o.get("kind") == "RayCluster"]
@@ -156,8 +158,9 @@ def launcher_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
             variants.append((f"{kind}, overlay's cluster", None, template))
         variants += [(f"{kind}, existing cluster {c}", c, template) for c in clusters]
         for variant, reuse, source in variants:
-            cfg = LaunchConfig(reuse_cluster=reuse)
-            job = build_rayjob(kind, ["--epochs", "2"], job_name(kind, "0123abcd"), cfg, source)
+            cfg = AppConfig(launch=LaunchConfig(reuse_cluster=reuse))
+            job = build_rayjob(Job(kind, ["--epochs", "2"], job_name(kind, "0123abcd")), cfg,
+                               source)  # fmt: skip
             job["metadata"]["annotations"] = {"ray-app.io/variant": variant}
             built.append(job)
     return built
@@ -192,3 +195,30 @@ def overlays(kuberay_dir: Path) -> list[Path]:
     """Every kustomization to check: the overlays, then the KFP access ones (kuberay/kfp)."""
     found = sorted(p.parent for p in (kuberay_dir / "overlays").glob("*/kustomization.yaml"))
     return found + sorted(p.parent for p in (kuberay_dir / "kfp").glob("*/kustomization.yaml"))
+
+
+@dataclass
+class CheckReport:
+    lines: list[str]
+    failed: bool
+
+
+def check_all(kuberay_dir: Path, crds: Path) -> CheckReport:
+    """`ray-app kube-check`: every overlay (and KFP access kustomization) of `kuberay_dir`,
+    each object and each launcher RayJob checked; one line per overlay and per problem."""
+    from ray_app.platform.rules import ALL_RULES, KUBERAY_TAG
+
+    schemas = load_crd_schemas(crds)
+    found = overlays(kuberay_dir)
+    if not found:
+        raise UserError(f"{kuberay_dir}/overlays: no overlay with a kustomization.yaml")
+    lines = [f"KubeRay {KUBERAY_TAG}: CRD schemas (strict) + {len(ALL_RULES)} admission rules"]
+    failed = False
+    for overlay in found:
+        report = check_overlay(overlay, schemas)
+        status = "FAIL" if report.errors else "ok"
+        launched = f", {len(report.launcher)} launcher RayJobs" if report.launcher else ""
+        lines.append(f"{status}  {overlay}: {len(report.objects)} objects{launched}")
+        lines += [f"      {problem}" for problem in report.errors]
+        failed = failed or bool(report.errors)
+    return CheckReport(lines, failed)

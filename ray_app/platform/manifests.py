@@ -15,28 +15,24 @@ from typing import Any, Literal
 
 import yaml
 
-from ray_app.serving.api import API_KEY_ENV
-from ray_app.serving.graph import POD_HOST, SERVE_ENV, render_config, serve_config
+from ray_app.core.constants import (
+    CLUSTER_NAME,
+    CLUSTER_STORAGE_PATH,
+    CLUSTER_TRACKING_URI,
+    SERVICE_NAME,
+    SHARED_MOUNT,
+    SHARED_PVC,
+)
+from ray_app.serving.config import POD_HOST, SERVE_ENV, render_config, serve_config
 
 RAY_VERSION = "2.60.0"
 # Image placeholders: overlays map them to the registry and tag with kustomize `images:`, the
 # release pins both to the pushed digests (platform/release.py). GPU_IMAGE is the GPU group's.
 IMAGE = "ray-app"
 GPU_IMAGE = "ray-app-gpu"
-NAMESPACE = "ray-app"
 # Server-side apply field manager of every writer of our objects (pipeline deploy, release job).
 FIELD_MANAGER = "ray-app"
-SHARED_PVC = "ray-shared"
-SHARED_MOUNT = "/mnt/ray-shared"
-# Ray Train's storage_path must be reachable from every node: the RWX volume, not a pod's disk.
-STORAGE_PATH = f"{SHARED_MOUNT}/ray_results"
-# Namespace-qualified, so pipeline pods in KFP's namespaces reach it too (the pod's DNS search
-# list completes `.svc` with the cluster's own domain).
-TRACKING_URI = f"http://mlflow.{NAMESPACE}.svc:5000"
-CLUSTER_NAME = "ray-app"
-SERVICE_NAME = "adult-income"
-# KubeRay names the Serve Service `<RayService>-serve-svc` (utils/util.go GenerateServeServiceName).
-SERVE_URL = f"http://{SERVICE_NAME}-serve-svc.{NAMESPACE}.svc:8000"
+API_KEY_ENV = "RAY_APP_API_KEY"  # pragma: allowlist secret (a variable name)
 JobKind = Literal["train", "tune"]
 # Seconds a job may run before KubeRay fails it (DeadlineExceeded).
 DEADLINES: dict[str, int] = {"train": 3600, "tune": 4 * 3600}
@@ -63,7 +59,8 @@ def security_context() -> dict[str, Any]:
 
 
 def _env(extra: dict[str, str]) -> list[dict[str, str]]:
-    base = {"MLFLOW_TRACKING_URI": TRACKING_URI, "RAY_APP_STORAGE_PATH": STORAGE_PATH}
+    base = {"MLFLOW_TRACKING_URI": CLUSTER_TRACKING_URI,
+            "RAY_APP_STORAGE_PATH": CLUSTER_STORAGE_PATH}  # fmt: skip
     return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
 
 
@@ -222,8 +219,8 @@ def raycluster() -> dict[str, Any]:
 def job_payload(
     kind: JobKind,
     args: list[str] | None = None,
-    tracking_uri: str = TRACKING_URI,
-    storage_path: str = STORAGE_PATH,
+    tracking_uri: str = CLUSTER_TRACKING_URI,
+    storage_path: str = CLUSTER_STORAGE_PATH,
 ) -> tuple[str, dict[str, Any]]:
     """Entrypoint and runtime env of a training/tuning job (RayJob or Job Submission API)."""
     entrypoint = shlex.join(["ray-app", kind, "--json", *(args or [])])

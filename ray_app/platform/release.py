@@ -22,12 +22,12 @@ from typing import Any
 import yaml
 
 from ray_app.core.errors import UserError
-from ray_app.platform import manifests as kuberay
+from ray_app.platform import manifests
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Kustomize image names the overlays map (kuberay.IMAGE for every Ray/MLflow container,
-# kuberay.GPU_IMAGE for the GPU worker group).
-PLACEHOLDERS = {kuberay.IMAGE: "digest", kuberay.GPU_IMAGE: "gpu_digest"}
+# Kustomize image names the overlays map (manifests.IMAGE for every Ray/MLflow container,
+# manifests.GPU_IMAGE for the GPU worker group).
+PLACEHOLDERS = {manifests.IMAGE: "digest", manifests.GPU_IMAGE: "gpu_digest"}
 
 
 def _pin_kustomization(path: Path, repository: str, digests: dict[str, str]) -> None:
@@ -46,9 +46,9 @@ def release_assets(
     out: Path, repository: str, digest: str, gpu_digest: str, kuberay_dir: Path
 ) -> list[Path]:
     """Write the release's assets, every image pinned to the pushed digests."""
+    from ray_app.platform.katib import write_experiments
     from ray_app.platform.kubecheck import overlays, render_overlay
-    from ray_app.platform.pipeline import compile_pipeline
-    from ray_app.training.katib import write_experiments
+    from ray_app.platform.pipeline.definition import compile_pipeline
 
     for name, value in (("--digest", digest), ("--gpu-digest", gpu_digest)):
         if not DIGEST.match(value):

@@ -11,8 +11,12 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from ray_app.ml.bundle import Scorer
+from ray_app.core.config import ServeConfig
+from ray_app.core.constants import CHAMPION_URI, LOCAL_TRACKING_URI
+from ray_app.core.settings import Settings
+from ray_app.ml.scoring import Scorer
 from ray_app.serving.api import create_api
+from ray_app.serving.bundles import fetch_bundle
 
 
 @dataclass
@@ -38,23 +42,22 @@ def main() -> None:
     import torch
     import uvicorn
 
-    from ray_app.serving.graph import ServeArgs, fetch_bundle
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-uri", default="models:/adult-income@champion")
+    parser.add_argument("--model-uri", default=CHAMPION_URI)
     parser.add_argument("--bundle-dir", default=None)
-    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--tracking-uri", default=LOCAL_TRACKING_URI)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--max-records", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    serve_args = ServeArgs(
+    serve_args = ServeConfig(
         model_uri=args.model_uri, bundle_dir=args.bundle_dir, tracking_uri=args.tracking_uri
     )
     bundle, version = fetch_bundle(serve_args)
     scoring = LocalScoring(Scorer.from_bundle(bundle), version)
-    app = create_api(lambda: scoring, lambda: args.max_records)
+    keys = Settings().keys()
+    app = create_api(lambda: scoring, lambda: args.max_records, keys=lambda: keys)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

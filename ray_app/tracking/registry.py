@@ -1,109 +1,19 @@
-"""MLflow: tracking set-up, the raw-row pyfunc model, registry and the champion alias."""
+"""The MLflow model registry: versions, the champion alias and the rule that moves it, and the
+bundle of a registered version."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
+from pydantic import BaseModel, ConfigDict
 
 from ray_app.core.config import TrackingConfig
 from ray_app.core.errors import UserError
-from ray_app.data.files import (
-    CATEGORICAL_COLUMNS,
-    FEATURE_COLUMNS,
-    NUMERIC_COLUMNS,
-    normalise_column,
-)
-from ray_app.ml.bundle import PREPROCESSOR, Scorer
-
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # ray_app/, shipped with the pyfunc
-
-
-def configure(cfg: TrackingConfig) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        mlflow.set_experiment(experiment_id=experiment.experiment_id)
-        return str(experiment.experiment_id)
-    artifact_location = None
-    if cfg.tracking_uri.startswith("sqlite:///"):
-        # Keep artifacts beside the sqlite file rather than in whatever the cwd is.
-        db = Path(cfg.tracking_uri.removeprefix("sqlite:///")).resolve()
-        artifact_location = (db.parent / "mlartifacts").as_uri()
-    experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location)
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return str(experiment_id)
-
-
-class AdultIncomeModel(PythonModel):
-    """Scores raw Adult rows (the 14 features by name); preprocessing is inside the model."""
-
-    # The signature is explicit (raw-row DataFrame schema); MLflow's type-hint wrapping of
-    # predict() would otherwise warn at class creation and expect list-shaped inputs.
-    _skip_type_hint_validation = True
-
-    def load_context(self, context: Any) -> None:
-        self.scorer = Scorer.from_bundle(Path(context.artifacts["bundle"]))
-
-    # No annotations here: MLflow would try (and fail) to derive a signature from them.
-    def predict(self, context, model_input, params=None):
-        frame = pd.DataFrame(model_input).rename(columns=normalise_column)
-        prob = self.scorer.predict_proba(frame)
-        return pd.DataFrame({"probability": prob, "label": np.where(prob >= 0.5, ">50K", "<=50K")})
-
-
-def signature() -> ModelSignature:
-    """Raw-row input schema: categoricals may be missing ('?' in the UCI files)."""
-    inputs = Schema(
-        [
-            ColSpec("double", c) if c in NUMERIC_COLUMNS else ColSpec("string", c, required=False)
-            for c in FEATURE_COLUMNS
-        ]
-    )
-    outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def input_example(frame: pd.DataFrame, n: int = 3) -> pd.DataFrame:
-    """A few complete raw rows for the logged model's input example."""
-    complete = frame[FEATURE_COLUMNS].dropna(subset=CATEGORICAL_COLUMNS)
-    return complete.head(n).reset_index(drop=True)
-
-
-def log_pyfunc(bundle_dir: Path, example: pd.DataFrame, registered_name: str | None) -> Any:
-    """Log the bundle as an MLflow pyfunc (and register it when a name is given)."""
-    import sklearn
-    import torch
-
-    return mlflow.pyfunc.log_model(
-        name="model",
-        # Models from code: the file is logged and run at load time, nothing is pickled.
-        python_model=str(Path(__file__).with_name("mlflow_model.py")),
-        artifacts={"bundle": str(bundle_dir)},
-        code_paths=[str(PACKAGE_DIR)],
-        signature=signature(),
-        input_example=example,
-        # Explicit requirements: skips MLflow's slow inference by re-importing the model.
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"pandas=={pd.__version__}",
-            f"numpy=={np.__version__}",
-            f"scikit-learn=={sklearn.__version__}",
-            f"mlflow=={mlflow.__version__}",
-            "pydantic>=2",
-        ],
-        registered_model_name=registered_name,
-    )
+from ray_app.ml.bundle import PREPROCESSOR
 
 
 class NoModelYet(UserError):
@@ -145,11 +55,34 @@ def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
 
 def registry_bundle(uri: str) -> Path:
     """The model bundle (weights + preprocessor JSON) of a logged model, downloaded."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as exc:
+        raise UserError(f"cannot load model {uri!r}: {exc.message}") from None
     bundle = local / "artifacts" / "bundle"
     if not (bundle / PREPROCESSOR).exists():
         raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
     return bundle
+
+
+class Promotion(BaseModel):
+    """What the champion rule decided for a registered version (evaluation/promotion.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    promoted: bool
+    champion_version: str
+    previous_champion_version: str | None
+    compared_on: str
+    val_log_loss: float
+    previous_champion_val_log_loss: float | None
+    reason: str
+
+
+def better(challenger_loss: float, champion_loss: float | None) -> bool:
+    """The champion rule: a challenger takes the alias when there is no champion to compare
+    with, or when its log loss on the same rows is strictly lower."""
+    return champion_loss is None or challenger_loss < champion_loss
 
 
 def promote_if_better(
@@ -158,7 +91,7 @@ def promote_if_better(
     challenger_loss: float,
     loss_of: Callable[[Path], float],
     rows: int,
-) -> dict[str, Any]:
+) -> Promotion:
     """Move the champion alias to `version` only if it beats the champion on the same rows.
 
     `challenger_loss` is the challenger's log loss on its validation split; `loss_of(bundle)`
@@ -175,20 +108,20 @@ def promote_if_better(
     old_score, reason = None, "no champion yet"
     if current is not None:
         try:
-            uri = f"models:/{cfg.registered_model}/{current.version}"
-            old_score = loss_of(registry_bundle(uri))
+            old_score = loss_of(registry_bundle(cfg.version_uri(current.version)))
             reason = "val log loss on the challenger's validation split"
         except Exception as exc:  # an unreadable champion is not a better model
             reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"
-    promoted = old_score is None or challenger_loss < old_score
+    promoted = better(challenger_loss, old_score)
     if promoted:
         client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version)
-    return {
-        "promoted": promoted,
-        "champion_version": version if promoted else str(current.version),  # type: ignore[union-attr]
-        "previous_champion_version": None if current is None else str(current.version),
-        "compared_on": f"challenger validation split ({rows} rows)",
-        "val_log_loss": challenger_loss,
-        "previous_champion_val_log_loss": old_score,
-        "reason": reason,
-    }
+    previous = None if current is None else str(current.version)
+    return Promotion(
+        promoted=promoted,
+        champion_version=version if promoted else str(previous),
+        previous_champion_version=previous,
+        compared_on=f"challenger validation split ({rows} rows)",
+        val_log_loss=challenger_loss,
+        previous_champion_val_log_loss=old_score,
+        reason=reason,
+    )

@@ -16,16 +16,13 @@ import mlflow
 
 from ray_app.core.config import AppConfig
 from ray_app.core.errors import UserError
-from ray_app.tracking import registry as tracking
+from ray_app.tracking import store
+from ray_app.training.contexts import RayContext
+from ray_app.training.distributed import make_trainer
 from ray_app.training.jobs import Progress, prepare_datasets, run_name, run_train_job
-from ray_app.training.loop import (
-    OBJECTIVE,
-    LoopSpec,
-    TuneTrialContext,
-    make_trainer,
-    train_loop,
-    worker_data,
-)
+from ray_app.training.loop import OBJECTIVE, LoopSpec, train_loop
+from ray_app.training.results import TuneResult
+from ray_app.training.rows import worker_data
 from ray_app.training.search import apply_params, search_space, trial_config, tune_param_space
 
 PARENT_RUN_FILE = "mlflow_parent_run.json"
@@ -72,7 +69,7 @@ def mlflow_logger(tracking_uri: str, experiment: str, parent_id: str, search: st
     return ResumableMLflowLogger(
         tracking_uri=tracking_uri,
         experiment_name=experiment,
-        tags={"mlflow.parentRunId": parent_id, "ray_app.training.search": search},
+        tags={"mlflow.parentRunId": parent_id, "ray_app.search": search},
         save_artifact=False,
     )
 
@@ -94,7 +91,7 @@ def _trial(
         data = worker_data(
             datasets["train"].iterator(), datasets["val"].iterator(), cfg.ray.shard_cache_mb
         )
-        train_loop(spec, data, TuneTrialContext())
+        train_loop(spec, data, RayContext("tune"))
         return
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -222,12 +219,22 @@ def run_tune_job(
     progress: Progress = lambda _: None,
     callbacks: list[Any] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-) -> dict[str, Any]:
+) -> TuneResult:
     """Search with ASHA (trials as nested MLflow runs), then retrain the best with Ray Train.
-    `callbacks`: more Tune callbacks (the console's); `on_epoch`: the retrain's epochs."""
+
+    Args:
+        cfg: the config tree (`cfg.search` the search, the rest each trial's base).
+        progress: told what the job is doing.
+        callbacks: more Tune callbacks (the console's).
+        on_epoch: the retrain's epochs, as they end.
+
+    Returns:
+        The search's summary and, with `cfg.search.retrain`, the retrained model's result.
+    """
     progress("loading and validating data")
-    _, pre, datasets = prepare_datasets(cfg)
-    tracking.configure(cfg.tracking)
+    prepared = prepare_datasets(cfg)
+    pre, datasets = prepared.pre, prepared.encoded
+    store.configure(cfg.tracking)
     name = cfg.search.name or run_name("tune")
     storage = Path(cfg.ray.storage_path).resolve() / name
     parent_file = storage / PARENT_RUN_FILE
@@ -262,15 +269,16 @@ def run_tune_job(
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})
         mlflow.log_dict(summary, "search/summary.json")
 
-    result: dict[str, Any] = {"search": name, **summary, "mlflow_parent_run_id": parent.info.run_id}
+    result = TuneResult(search=name, **summary, mlflow_parent_run_id=parent.info.run_id)
     if cfg.search.retrain:
         progress("retraining the best config with Ray Train")
         best_cfg = apply_params(cfg, summary["best_config"], search_space(cfg.search.max_epochs))
         retrained = run_train_job(
             best_cfg, progress, tags={"mlflow.parentRunId": parent.info.run_id}, on_epoch=on_epoch
         )
-        result["retrained"] = retrained
-        for key in ("test_accuracy", "test_log_loss", "test_roc_auc", "test_f1",
-                    "mlflow_run_id", "model_version"):  # fmt: skip
-            result[key] = retrained[key]
+        result = result.model_copy(update={
+            "retrained": retrained, "test_accuracy": retrained.test_accuracy,
+            "test_log_loss": retrained.test_log_loss, "test_roc_auc": retrained.test_roc_auc,
+            "test_f1": retrained.test_f1, "mlflow_run_id": retrained.mlflow_run_id,
+            "model_version": retrained.model_version})  # fmt: skip
     return result

@@ -1,0 +1,92 @@
+"""`ray-app serve | serve-config | deploy`: the Serve graph locally, its config document, and
+an in-place rollout (or rollback) of a registered version."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ray_app.cli.console import emit, err, stdout_for_result
+from ray_app.cli.options import JsonOpt, ModelUriOpt, Overrides, config, overrides
+from ray_app.core.config import LaunchConfig, absolute_sqlite
+from ray_app.core.constants import LOCAL_DASHBOARD, SERVE_PORT
+
+app = typer.Typer()
+SERVE_CONFIG = Path("kuberay/serve-config.yaml")
+
+
+@app.command()
+@overrides("tracking")
+def serve(
+    options: Overrides,
+    model_uri: ModelUriOpt = None,
+    bundle_dir: Annotated[Path | None, typer.Option(help="local model bundle instead")] = None,
+    host: Annotated[str, typer.Option(help="HTTP host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = SERVE_PORT,
+    ray_address: Annotated[str | None, typer.Option(help="existing Ray (default: local)")] = None,
+) -> None:
+    """`serve run` the Serve config locally (a local Ray is started), on embedded defaults."""
+    from ray_app.serving.config import local_serve_run
+
+    cfg = config(options)
+    # Replicas do not share this process's working directory.
+    args = cfg.serve.model_copy(update={
+        "model_uri": model_uri or cfg.tracking.champion_uri,
+        "bundle_dir": str(bundle_dir.resolve()) if bundle_dir else None,
+        "tracking_uri": absolute_sqlite(cfg.tracking.tracking_uri)})  # fmt: skip
+    argv, env, path = local_serve_run(args, host, port, ray_address)
+    err.print(f"serve run {path}  ->  http://{host}:{port}/docs")
+    os.execve(argv[0], argv, {**os.environ, **env})
+
+
+@app.command("serve-config")
+def serve_config_cmd(
+    out: Annotated[Path, typer.Option(help="where to write the Serve config")] = SERVE_CONFIG,
+) -> None:
+    """Write the Serve config (the document `serve run` and the RayService use)."""
+    from ray_app.serving.config import render_config, serve_config
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_config(serve_config()))
+    typer.echo(str(out))
+
+
+@app.command()
+@overrides("tracking")
+def deploy(
+    options: Overrides,
+    model_uri: Annotated[
+        str, typer.Argument(help="the version to serve: models:/adult-income/3 or an alias")
+    ],
+    local: Annotated[
+        bool, typer.Option("--local", help="a Ray head's Serve REST API (else the RayService)")
+    ] = False,
+    ray_address: Annotated[
+        str, typer.Option(help="--local: the Ray head's dashboard URL")
+    ] = LOCAL_DASHBOARD,
+    serve_port: Annotated[int, typer.Option(help="--local: Serve HTTP port")] = SERVE_PORT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve a registered version in place (rollout or rollback): the pipeline's deploy step.
+
+    Only the pinned version changes in the Serve config, so Serve reconfigures the running
+    replicas (no restart, no request refused); returns once /health names the version.
+    --tracking-uri: default ./mlflow.db with --local, the in-cluster MLflow else.
+    """
+    from ray_app.platform.pipeline.steps import deploy as deploy_version
+
+    cfg = config(options)
+    launch: dict[str, object] = {}
+    if local:
+        store = absolute_sqlite(cfg.tracking.tracking_uri)
+        launch = {"backend": "local", "ray_address": ray_address, "serve_port": serve_port,
+                  "poll_s": 1.0, "tracking_uri": store}  # fmt: skip
+    elif options.get("tracking.tracking_uri"):  # e.g. a port-forwarded in-cluster MLflow
+        launch = {"tracking_uri": cfg.tracking.tracking_uri}
+    cfg.launch = LaunchConfig.model_validate({**cfg.launch.model_dump(), **launch})
+    with stdout_for_result(as_json), err.status(f"deploying {model_uri}"):
+        result = deploy_version(cfg, model_uri)
+    emit(result, as_json, "deployed")

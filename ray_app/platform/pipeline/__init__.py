@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline: its steps, its definition, and a local run."""

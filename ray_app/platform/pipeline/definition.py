@@ -1,0 +1,137 @@
+"""The Kubeflow Pipelines (v2) pipeline: preprocess -> train -> [tune] -> evaluate ->
+[deploy if improved], compiled to IR YAML.
+
+    ray-app pipeline compile                                   # pipelines/adult_income.yaml
+
+No `from __future__ import annotations` here: KFP reads the component signatures' real types.
+The components are thin and self-contained (KFP ships each function's source to its step):
+each imports the step it runs from `ray_app.platform.pipeline.steps`.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl
+
+from ray_app.core.constants import IMAGE
+from ray_app.platform.pipeline.steps import default_launch
+
+PIPELINE_NAME = "adult-income"
+DESCRIPTION = (
+    "Kubeflow Pipelines (v2): preprocess -> train -> [tune] -> evaluate -> [deploy if improved]."
+)
+
+
+def preprocess_op(args: str) -> dict:
+    from ray_app.platform.pipeline.steps import preprocess_step
+
+    return preprocess_step(args)
+
+
+def train_op(launch: dict, args: str) -> dict:
+    from ray_app.platform.pipeline.steps import job_step
+
+    return job_step("train", launch, args)
+
+
+def tune_op(launch: dict, args: str) -> dict:
+    from ray_app.platform.pipeline.steps import job_step
+
+    return job_step("tune", launch, args)
+
+
+def keep_op(result: dict) -> dict:
+    """Tuning skipped: the trained model is the candidate."""
+    return result
+
+
+def evaluate_op(launch: dict, candidate: dict, args: str, metrics: dsl.Output[dsl.Metrics]) -> bool:
+    """Test-set metrics of the candidate; True if it is now the champion."""
+    from ray_app.platform.pipeline.steps import evaluate_step
+
+    out = evaluate_step(launch, candidate, args)
+    for key, value in out["metrics"].items():
+        metrics.log_metric(key, value)
+    metrics.log_metric("improved", int(out["improved"]))
+    return bool(out["improved"])
+
+
+def deploy_op(launch: dict, candidate: dict) -> dict:
+    from ray_app.platform.pipeline.steps import deploy_step, model_uri
+
+    return deploy_step(launch, model_uri(candidate))
+
+
+def build_pipeline(image: str = IMAGE) -> Any:
+    """The pipeline, its steps running in `image` (which has ray-app and kfp installed)."""
+
+    def component(func: Any) -> Any:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    launch_default = default_launch(image)
+
+    preprocess, train, tune, keep, evaluate, deploy = map(
+        component, (preprocess_op, train_op, tune_op, keep_op, evaluate_op, deploy_op)
+    )
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
+    def adult_income(
+        # KFP reads this default as the parameter's default (a dict constant, never mutated).
+        launch: dict = launch_default,
+        train_args: str = "",
+        run_tune: bool = False,
+        tune_args: str = "",
+    ) -> None:
+        data = preprocess(args=train_args).set_caching_options(False)
+        trained = train(launch=launch, args=train_args).after(data).set_caching_options(False)
+        with dsl.If(run_tune == True, "tune"):  # noqa: E712 (a KFP condition, not Python)
+            tuned = tune(launch=launch, args=tune_args).set_caching_options(False)
+        with dsl.Else("no-tune"):
+            kept = keep(result=trained.output)
+        candidate = dsl.OneOf(tuned.output, kept.output)
+        evaluation = evaluate(launch=launch, candidate=candidate, args=train_args)
+        evaluation.set_caching_options(False)
+        # kfp.local resolves a condition on a task's "Output", not on NamedTuple fields.
+        with dsl.If(evaluation.outputs["Output"] == True, "improved"):  # noqa: E712
+            deploy(launch=launch, candidate=candidate).set_caching_options(False)
+
+    return adult_income
+
+
+def compile_pipeline(path: Path, image: str = IMAGE) -> Path:
+    """Write the pipeline's IR YAML (upload it to a Kubeflow Pipelines server)."""
+    from kfp import compiler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image), str(path))
+    return path
+
+
+def submit_run(
+    host: str,
+    namespace: str | None,
+    service_account: str | None,
+    train_args: str,
+    run_tune: bool,
+    tune_args: str,
+    image: str = IMAGE,
+) -> str:
+    """`ray-app pipeline run --host`: a run of the pipeline on a Kubeflow Pipelines server;
+    returns its id.
+
+    Single-user KFP runs every step in its own namespace (`kubeflow`) whatever a run asks;
+    multi-user KFP runs them in the Profile namespace. Either way the steps' account gets the
+    launcher's Role in ray-app from kuberay/kfp/{single,multi}-user.
+    """
+    import kfp
+
+    account = service_account or ("default-editor" if namespace else "ray-app-pipeline")
+    client = kfp.Client(host=host, namespace=namespace or "kubeflow")
+    run = client.create_run_from_pipeline_func(
+        build_pipeline(image),
+        namespace=namespace,
+        service_account=account,
+        arguments={"launch": default_launch(image), "train_args": train_args,
+                   "run_tune": run_tune, "tune_args": tune_args},
+    )  # fmt: skip
+    return str(run.run_id)

@@ -1,0 +1,208 @@
+"""Drift and retraining: the reference in the bundle, PSI, `ray-app monitor` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ray_app.core.config import FeatureConfig
+from ray_app.core.schema import CATEGORICAL_COLUMNS, LABEL_COLUMN, LABELS
+from ray_app.data.files import read_table
+from ray_app.data.stats import column_stats
+from ray_app.ml.drift import (
+    FEATURES,
+    DriftWindow,
+    bin_codes,
+    build_reference,
+    drift_report,
+    feature_psi,
+)
+from ray_app.ml.features import Preprocessor
+from tests.support.procs import ENV, REPO
+
+
+@pytest.fixture(scope="module")
+def fitted(splits):
+    """The shipped training split's reference (stats as the training job counts them)."""
+    stats = column_stats(splits.train)
+    pre = Preprocessor.fit_stats(stats, FeatureConfig())
+    scores = np.random.default_rng(0).beta(1, 3, 2000)
+    return pre, build_reference(stats, pre, scores, {"test_log_loss": 0.28})
+
+
+def test_reference_fractions_sum_to_one_and_training_rows_do_not_drift(splits, fitted):
+    pre, reference = fitted
+    for feature in FEATURES:
+        assert sum(reference["features"][feature]["fractions"]) == pytest.approx(1.0)
+    x_cat, _ = pre.transform(splits.train)
+    psi = feature_psi(reference, bin_codes(reference, x_cat, splits.train))
+    assert max(psi.values()) < 1e-3  # the rows the reference was counted on
+    # The validation split (other rows, same population): well under the 0.1 "stable" mark.
+    x_cat, _ = pre.transform(splits.val)
+    val_psi = feature_psi(reference, bin_codes(reference, x_cat, splits.val))
+    assert max(val_psi.values()) < 0.05, val_psi
+
+
+def test_a_shift_is_flagged_naming_the_shifted_features(splits, fitted):
+    pre, reference = fitted
+    shifted = splits.val.copy()
+    shifted["age"] = (shifted["age"] + 15).clip(upper=90)
+    shifted["occupation"] = "Prof-specialty"
+    x_cat, _ = pre.transform(shifted)
+    scores = np.random.default_rng(1).beta(1, 3, len(shifted))
+    report = drift_report(reference, bin_codes(reference, x_cat, shifted), scores, 0.2)
+    assert report["drift"] is True
+    assert set(report["drifted_features"]) == {"age", "occupation"}, report["feature_psi"]
+
+
+def test_a_zero_inflated_feature_is_binned_finely_enough_to_show_a_shift(splits, fitted):
+    """capital_gain is 0 in ~92 % of rows: plain deciles would all be 0 and one bin would hold
+    every other value. Its own bin for 0 and quartiles of the tail make a shift visible."""
+    pre, reference = fitted
+    edges = reference["features"]["capital_gain"]["edges"]
+    assert len(edges) >= 4 and edges[0] == 0.0
+    shifted = splits.val.copy()
+    shifted["capital_gain"] = 0.0  # nobody reports capital gains any more
+    x_cat, _ = pre.transform(shifted)
+    psi = feature_psi(reference, bin_codes(reference, x_cat, shifted))
+    assert psi["capital_gain"] > 0.2, psi
+
+
+def test_the_serving_window_keeps_the_last_rows(splits, fitted):
+    pre, reference = fitted
+    x_cat, _ = pre.transform(splits.val)
+    codes = bin_codes(reference, x_cat, splits.val)
+    window = DriftWindow(reference, size=1000)
+    for start in range(0, 2700, 300):  # 9 batches: the ring wraps more than once
+        window.add(codes[start : start + 300])
+    last = codes[1700:2700]  # the window holds the last 1,000 rows (in another order)
+    assert window.filled == 1000
+    assert window.psi() == pytest.approx(feature_psi(reference, last))
+
+
+# --- `ray-app monitor` on a real trained model ---------------------------------------------
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    out = frame.copy()
+    out[LABEL_COLUMN] = np.where(out[LABEL_COLUMN] == 1, LABELS[1], LABELS[0])
+    for column in CATEGORICAL_COLUMNS:
+        out[column] = out[column].fillna("?")
+    out.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`ray-app train` (3,000 rows, 2 epochs) into a fresh store; clean and shifted rows."""
+    work = tmp_path_factory.mktemp("monitor")
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    # Settings from a config file (`--config`), one of them overridden on the command line.
+    (work / "run.yaml").write_text("data:\n  subsample: 3000\ntrain:\n  max_epochs: 5\n")
+    proc = subprocess.run(
+        ["ray-app", "train", "--config", str(work / "run.yaml"), "--epochs", "2", "--json",
+         "--tracking-uri", tracking, "--storage-path", str(work / "rr")],
+        env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["epochs_run"] <= 2
+    mlflow.set_tracking_uri(tracking)
+    logged = mlflow.artifacts.load_text(f"runs:/{result['mlflow_run_id']}/config.yaml")
+    tree = yaml.safe_load(logged)  # the full tree, logged with the run
+    assert (tree["data"]["subsample"], tree["train"]["max_epochs"]) == (3000, 2)
+    test = read_table(REPO / "data" / "adult.test")
+    shifted = test.head(3000).copy()
+    shifted["age"] = (shifted["age"] + 15).clip(upper=90)
+    shifted["occupation"] = "Prof-specialty"
+    return {"work": work, "tracking": tracking, "clean": REPO / "data" / "adult.test",
+            "shifted": _write(shifted, work / "shifted.csv")}  # fmt: skip
+
+
+def _monitor(trained: dict, data: Path, *extra: str) -> dict:
+    proc = subprocess.run(
+        ["ray-app", "monitor", "--data", str(data), "--tracking-uri", trained["tracking"],
+         "--json", "--out", str(trained["work"] / f"report-{data.stem}-{len(extra)}"), *extra],
+        env=ENV, capture_output=True, text=True, timeout=900, cwd=trained["work"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_monitor_reports_no_drift_on_the_official_test_file(trained):
+    """False-positive check: adult.test (16,281 rows the model never saw) against a model
+    trained on 3,000 rows of adult.data."""
+    report = _monitor(trained, trained["clean"], "--retrain", "--dry-run")
+    print("adult.test PSI:", report["feature_psi"], "score", report["score_psi"])
+    assert report["drift"] is False, report["feature_psi"]
+    assert report["drifted_features"] == []
+    assert report["rows"] == 16281
+    live = report["performance"]["live"]
+    assert live["accuracy"] > 0.8 and report["performance"]["dropped"] is False
+    assert report["retrain"] is None  # nothing to retrain for
+
+
+@pytest.mark.slow
+def test_monitor_flags_a_shift_and_the_dry_run_names_the_training_it_would_start(trained):
+    report = _monitor(trained, trained["shifted"], "--retrain", "--dry-run",
+                      "--train-args", "--subsample 3000 --epochs 1")  # fmt: skip
+    print("shifted PSI:", report["feature_psi"], "score", report["score_psi"])
+    assert report["drift"] is True
+    assert report["drifted_features"][:2] in (["age", "occupation"], ["occupation", "age"])
+    assert report["retrain"]["dry_run"] is True and report["retrain"]["started"] is False
+    assert report["retrain"]["command"].startswith("ray-app train --subsample 3000 --epochs 1")
+    folder = Path(report["report"])
+    assert {"drift_age.png", "drift_occupation.png", "report.json"} <= {
+        p.name for p in folder.iterdir()}  # fmt: skip
+    mlflow.set_tracking_uri(trained["tracking"])
+    run = MlflowClient().get_run(report["mlflow_run_id"])
+    assert run.data.tags["drift"] == "true" and run.data.metrics["psi_age"] > 0.2
+
+
+@pytest.mark.slow
+def test_monitor_retrains_for_real_and_the_promotion_rule_decides(trained):
+    """The real trigger: a second version is trained and registered; it becomes champion only
+    if it beats the champion on the same validation rows (the report says which)."""
+    report = _monitor(trained, trained["shifted"], "--retrain",
+                      "--train-args", "--subsample 3000 --epochs 1")  # fmt: skip
+    retrain = report["retrain"]
+    assert retrain["started"] is True and retrain["model_version"] == 2
+    champion = retrain["champion"]
+    assert champion["previous_champion_version"] == "1"
+    better = champion["val_log_loss"] < champion["previous_champion_val_log_loss"]
+    assert champion["promoted"] is better
+    alias = MlflowClient(trained["tracking"]).get_model_version_by_alias("adult-income", "champion")
+    assert str(alias.version) == ("2" if better else "1")
+
+
+def test_alerts_and_dashboard_use_metrics_the_api_exports():
+    """Every metric the PrometheusRule and the Grafana dashboard query is one a replica's
+    /metrics really carries (a renamed metric would silently break the alert)."""
+    import re
+
+    import yaml
+
+    from ray_app.serving.metrics import ApiMetrics
+
+    metrics = ApiMetrics("3")
+    metrics.set_drift({"rows": 600, "feature_psi": {"age": 0.3}, "score_psi": 0.1})
+    metrics.requests.labels(path="/predict", status="200").inc()
+    metrics.latency.labels(path="/predict").observe(0.01)
+    metrics.predictions.labels(label=">50K").inc()
+    exported = set(re.findall(r"^(\w+)(?:\{| )", metrics.render().decode(), re.M))
+    folder = REPO / "kuberay" / "components" / "monitoring"
+    rules = yaml.safe_load((folder / "prometheusrule.yaml").read_text())
+    exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
+    dashboard = json.loads((folder / "ray-app-serving.json").read_text())
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {name for e in exprs for name in re.findall(r"\b(adult_\w+)", e)}
+    assert queried and queried <= exported, queried - exported
