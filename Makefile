@@ -60,9 +60,9 @@ test: stages-reset lint docs gates test-unit test-integration test-e2e
 stages-reset:
 	@[ -n "$$KEEP_STAGES" ] || $(STAGE) --reset
 
-## pure Python, no Ray cluster, no servers: under 2 minutes
+## pure Python, no Ray cluster, no servers: under 2 minutes (two processes: one per core)
 test-unit: setup
-	$(STAGE) test-unit -- $(PYTEST) tests/unit
+	$(STAGE) test-unit -- $(PYTEST) -n 2 tests/unit
 
 test-integration: setup gates-setup
 	$(STAGE) test-integration -- $(PYTEST) tests/integration

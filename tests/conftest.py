@@ -82,5 +82,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     import json
 
     records = REPO / ".ci" / ".stages"
-    if records.is_dir() and _DURATIONS:
+    worker = hasattr(session.config, "workerinput")  # pytest-xdist: the controller writes
+    if records.is_dir() and _DURATIONS and not worker:
         (records / f"durations-{os.getpid()}.json").write_text(json.dumps(_DURATIONS))

@@ -20,7 +20,7 @@ import mlflow
 from ray_app.core.config import AppConfig, dump_config
 from ray_app.core.schema import FEATURE_COLUMNS
 from ray_app.data.raydata import SplitDatasets, load_datasets, train_stats
-from ray_app.data.splits import Splits, load_splits, summarise
+from ray_app.data.splits import load_splits, summarise
 from ray_app.ml.bundle import save_bundle
 from ray_app.ml.features import Preprocessor
 from ray_app.ml.metrics import evaluate_predictions
@@ -32,7 +32,6 @@ from ray_app.training.distributed import TrainOutcome, train_distributed
 from ray_app.training.ensemble import train_members
 from ray_app.training.evaluation import CandidateEvaluation, evaluate_candidate, split_log_loss
 from ray_app.training.results import EvaluateResult, MemberResult, TrainResult
-from ray_app.training.rows import EncodedData
 
 Progress = Callable[[str], None]
 
@@ -44,14 +43,6 @@ class Prepared:
     splits: SplitDatasets
     pre: Preprocessor
     encoded: dict[str, Any]
-
-
-def prepare_data(cfg: AppConfig) -> tuple[Splits, Preprocessor, EncodedData]:
-    """In this process (Katib trials, the plain loop): load and validate, fit preprocessing on
-    the training split, encode train/validation."""
-    splits = load_splits(cfg.data)
-    pre = Preprocessor.fit(splits.train, cfg.features)
-    return splits, pre, EncodedData.from_splits(splits, pre)
 
 
 def prepare_datasets(cfg: AppConfig) -> Prepared:

@@ -17,8 +17,8 @@ from ray_app.core.errors import UserError
 from ray_app.ml.metrics import evaluate_predictions
 from ray_app.ml.scoring import Scorer
 from ray_app.training.contexts import LocalContext
-from ray_app.training.jobs import prepare_data
 from ray_app.training.loop import OBJECTIVE, LoopSpec, train_loop
+from ray_app.training.rows import prepare_data
 from ray_app.training.search import Param, search_space, trial_config
 
 # The regex Katib's File collector applies to each line in TEXT format (kubeflow/katib v0.19.0,

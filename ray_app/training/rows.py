@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ray_app.core.config import AppConfig
 from ray_app.core.errors import UserError
 from ray_app.core.schema import LABEL_COLUMN
-from ray_app.data.splits import Splits
+from ray_app.data.splits import Splits, load_splits
 from ray_app.ml.features import Preprocessor
 
 
@@ -113,3 +114,11 @@ def worker_data(train: Any, val: Any, cache_mb: float) -> EncodedData | Streamed
     val_arrays = _gather(val)
     assert val_arrays is not None
     return StreamedData(train, *val_arrays)
+
+
+def prepare_data(cfg: AppConfig) -> tuple[Splits, Preprocessor, EncodedData]:
+    """In this process (Katib trials, the plain loop): load and validate, fit preprocessing on
+    the training split, encode train/validation."""
+    splits = load_splits(cfg.data)
+    pre = Preprocessor.fit(splits.train, cfg.features)
+    return splits, pre, EncodedData.from_splits(splits, pre)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -144,3 +145,20 @@ def test_training_streams_a_shard_that_does_not_fit_the_cache(local_ray, quick_c
     assert result["epochs_run"] == 2
     majority = 1 - 0.2362  # adult.test's positive rate
     assert result["test_accuracy"] > majority
+
+
+def test_the_train_command_refuses_a_test_file_that_repeats_training_rows(tmp_path):
+    """The Ray Data path of the leak guard (overlap counted per file in Ray tasks), through the
+    CLI: the seed's adult.csv holds adult.test's rows, so with adult.test as the test file the
+    run stops before training, exit 2, one line, no traceback."""
+    seed_csv = tmp_path / "adult.csv"
+    both = pd.concat([read_uci(DATA / "adult.data"), read_uci(DATA / "adult.test")])
+    write_layout(both, seed_csv, KAGGLE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ray_app.cli.app", "train", "--data", str(seed_csv),
+         "--test-data", str(DATA / "adult.test")],
+        capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "16281 of 16281 test rows (100.00%) repeat rows of the training file" in " ".join(
+        proc.stderr.split())

@@ -214,13 +214,6 @@ def test_a_test_file_that_repeats_training_rows_is_refused(tmp_path):
     assert "16281 of 16281 test rows (100.00%) repeat rows of the training file" in text
     assert str(seed_csv) in text and str(DATA / "adult.test") in text
     assert "--max-test-overlap" in text
-    proc = subprocess.run(
-        [sys.executable, "-m", "ray_app.cli.app", "train", "--data", str(seed_csv),
-         "--test-data", str(DATA / "adult.test")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "repeat rows of the training file" in " ".join(proc.stderr.split())
     # A limit the user raises on purpose lets it through, and the count is recorded.
     allowed = load_splits(DataConfig(train_path=seed_csv, test_path=DATA / "adult.test",
                                      max_test_overlap=1.0))  # fmt: skip
