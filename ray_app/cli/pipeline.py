@@ -12,6 +12,7 @@ from ray_app.cli.options import Overrides, config, overrides
 from ray_app.core.config import LaunchConfig, absolute_sqlite
 from ray_app.core.constants import IMAGE, LOCAL_DASHBOARD, SERVE_PORT
 from ray_app.core.errors import UserError
+from ray_app.core.settings import Settings
 
 app = typer.Typer(help="The Kubeflow Pipelines (v2) pipeline.", no_args_is_help=True)
 
@@ -55,6 +56,13 @@ def pipeline_run(
             "default-editor multi-user; see kuberay/kfp/)"
         ),
     ] = None,
+    token_path: Annotated[
+        Path | None,
+        typer.Option(
+            help="--host, multi-user KFP: a ServiceAccount token file (audience "
+            "pipelines.kubeflow.org); or set RAY_APP_KFP_TOKEN"
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="--local: every step's output here, not in a log")
     ] = False,
@@ -64,9 +72,13 @@ def pipeline_run(
     if local == bool(host):
         raise UserError("give exactly one of --local or --host")
     if host:
-        from ray_app.platform.pipeline.definition import submit_run
+        from ray_app.platform.pipeline.definition import kfp_credentials, submit_run
 
-        run_id = submit_run(host, namespace, service_account, train_args, tune, tune_args)
+        token = Settings().kfp_token
+        credentials = kfp_credentials(namespace, token_path,
+                                      token.get_secret_value() if token else None)  # fmt: skip
+        run_id = submit_run(host, namespace, service_account, train_args, tune, tune_args,
+                            credentials)  # fmt: skip
         typer.echo(f"run {run_id} on {host}")
         return
     from ray_app.platform.pipeline.local import run_pipeline_here

@@ -13,6 +13,7 @@ from ray_app.cli.console import emit, err, stdout_for_result
 from ray_app.cli.options import JsonOpt, ModelUriOpt, Overrides, config, overrides
 from ray_app.core.config import LaunchConfig, absolute_sqlite
 from ray_app.core.constants import LOCAL_DASHBOARD, SERVE_PORT
+from ray_app.core.errors import UserError
 
 app = typer.Typer()
 SERVE_CONFIG = Path("kuberay/serve-config.yaml")
@@ -45,10 +46,25 @@ def serve(
 @app.command("serve-config")
 def serve_config_cmd(
     out: Annotated[Path, typer.Option(help="where to write the Serve config")] = SERVE_CONFIG,
+    rayservice: Annotated[
+        bool,
+        typer.Option(
+            "--rayservice",
+            help="print the RayService's serveConfigV2 as a "
+            "server-side apply body instead (the deploy step's field)",
+        ),
+    ] = False,
 ) -> None:
     """Write the Serve config (the document `serve run` and the RayService use)."""
     from ray_app.serving.config import render_config, serve_config
 
+    if rayservice:
+        import yaml
+
+        from ray_app.platform.manifests import serve_config_apply, serve_config_v2
+
+        typer.echo(yaml.safe_dump(serve_config_apply(serve_config_v2()), sort_keys=False))
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_config(serve_config()))
     typer.echo(str(out))
@@ -68,6 +84,20 @@ def deploy(
         str, typer.Option(help="--local: the Ray head's dashboard URL")
     ] = LOCAL_DASHBOARD,
     serve_port: Annotated[int, typer.Option(help="--local: Serve HTTP port")] = SERVE_PORT,
+    serve_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the RayService's Serve URL as this machine reaches it (e.g. a "
+            "port-forward); default: the in-cluster Service"
+        ),
+    ] = None,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            help="pin an alias to its version now (--no-pin: the app resolves "
+            "the alias itself; no MLflow needed here)"
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve a registered version in place (rollout or rollback): the pipeline's deploy step.
@@ -86,7 +116,50 @@ def deploy(
                   "poll_s": 1.0, "tracking_uri": store}  # fmt: skip
     elif options.get("tracking.tracking_uri"):  # e.g. a port-forwarded in-cluster MLflow
         launch = {"tracking_uri": cfg.tracking.tracking_uri}
+    if serve_url and not local:
+        launch["serve_url"] = serve_url.rstrip("/")
     cfg.launch = LaunchConfig.model_validate({**cfg.launch.model_dump(), **launch})
     with stdout_for_result(as_json), err.status(f"deploying {model_uri}"):
-        result = deploy_version(cfg, model_uri)
+        result = deploy_version(cfg, model_uri, pin_version=pin)
     emit(result, as_json, "deployed")
+
+
+@app.command()
+@overrides("tracking")
+def launch(
+    options: Overrides,
+    kind: Annotated[str, typer.Argument(help="train or tune")],
+    args: Annotated[str, typer.Option(help="the job's `ray-app train|tune` options")] = "",
+    local: Annotated[
+        bool, typer.Option("--local", help="a Ray head's Job Submission API (else a RayJob)")
+    ] = False,
+    ray_address: Annotated[
+        str, typer.Option(help="--local: the Ray head's dashboard URL")
+    ] = LOCAL_DASHBOARD,
+    namespace: Annotated[str | None, typer.Option(help="the RayJob's namespace")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run `ray-app train|tune` as a job: a RayJob on the cluster spec of the deployed
+    `ray-app-<kind>` template (which stays suspended), or on a Ray head (--local).
+
+    The pipeline's train/tune step: waits for the job and prints its result; Ctrl-C or SIGTERM
+    deletes the job. --tracking-uri: default ./mlflow.db with --local, the in-cluster MLflow else.
+    """
+    from ray_app.platform.pipeline.steps import job_step
+
+    if kind not in ("train", "tune"):
+        raise UserError(f"ray-app launch: KIND is train or tune, not {kind!r}")
+    cfg = config(options)
+    fields: dict[str, object] = {}
+    if local:
+        fields = {"backend": "local", "ray_address": ray_address, "poll_s": 2.0,
+                  "tracking_uri": absolute_sqlite(cfg.tracking.tracking_uri),
+                  "storage_path": str(Path(cfg.ray.storage_path).resolve())}  # fmt: skip
+    elif options.get("tracking.tracking_uri"):
+        fields = {"tracking_uri": cfg.tracking.tracking_uri}
+    if namespace:
+        fields["namespace"] = namespace
+    launch = LaunchConfig.model_validate({**cfg.launch.model_dump(), **fields})
+    with stdout_for_result(as_json), err.status(f"running the {kind} job"):
+        result = job_step(kind, launch.model_dump(), args)
+    emit(result, as_json, f"{kind} job")

@@ -192,7 +192,10 @@ class LaunchConfig(BaseModel):
     tracking_uri: str = c.CLUSTER_TRACKING_URI
     storage_path: str = c.CLUSTER_STORAGE_PATH
     poll_s: float = Field(10.0, gt=0)
-    timeout_s: float = Field(4 * 3600, gt=0, description="a job's own limit (every attempt)")
+    timeout_s: float | None = Field(
+        None, gt=0, description="how long to wait for a job (None: every attempt the "
+        "operator may make: (backoffLimit + 1) x (activeDeadlineSeconds + start))"
+    )  # fmt: skip
     deploy_timeout_s: float = Field(1800, gt=0, description="until a deploy serves its version")
     cleanup: Literal["always", "on-success", "never"] = "on-success"
     service: str = c.SERVICE_NAME

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         Path("~/.ray/auth_token"), validation_alias="RAY_AUTH_TOKEN_PATH"
     )
     ray_auth_mode: str | None = Field(None, validation_alias="RAY_AUTH_MODE")
+    # Multi-user Kubeflow Pipelines: a bearer token for its authenticating proxy.
+    kfp_token: SecretStr | None = Field(None, validation_alias="RAY_APP_KFP_TOKEN")
     # `module:function` called after every epoch in every training process (instrumentation;
     # the tests install their fault injection here). Unset in normal use.
     epoch_hook: str | None = Field(None, validation_alias="RAY_APP_EPOCH_HOOK")

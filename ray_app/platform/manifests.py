@@ -19,6 +19,7 @@ from ray_app.core.constants import (
     CLUSTER_NAME,
     CLUSTER_STORAGE_PATH,
     CLUSTER_TRACKING_URI,
+    NAMESPACE,
     SERVICE_NAME,
     SHARED_MOUNT,
     SHARED_PVC,
@@ -30,8 +31,15 @@ RAY_VERSION = "2.60.0"
 # release pins both to the pushed digests (platform/release.py). GPU_IMAGE is the GPU group's.
 IMAGE = "ray-app"
 GPU_IMAGE = "ray-app-gpu"
-# Server-side apply field manager of every writer of our objects (pipeline deploy, release job).
-FIELD_MANAGER = "ray-app"
+# Server-side apply field managers (docs/kubernetes.md, "Who owns which field"): the release
+# (and a first deployment) owns every field of the rendered overlay; the deploy step owns the
+# RayService's serveConfigV2, which the release never applies.
+RELEASE_MANAGER = "ray-app-release"
+DEPLOY_MANAGER = "ray-app-deploy"
+LAUNCH_MANAGER = "ray-app-launcher"  # creates (and deletes) the jobs' own RayJobs
+# An optional pull secret for a private registry (new GHCR packages are private): every pod
+# spec names it; while it does not exist the kubelet pulls without it (and logs a warning).
+PULL_SECRET = "ray-app-registry"
 API_KEY_ENV = "RAY_APP_API_KEY"  # pragma: allowlist secret (a variable name)
 JobKind = Literal["train", "tune"]
 # Seconds a job may run before KubeRay fails it (DeadlineExceeded).
@@ -81,6 +89,10 @@ def _container(
     return container
 
 
+def pull_secrets() -> list[dict[str, str]]:
+    return [{"name": PULL_SECRET}]
+
+
 def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": [container],
@@ -88,6 +100,7 @@ def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
         # Autoscaler v2 replaces failed pods itself; a restarted Ray container cannot rejoin.
         "restartPolicy": "Never",
         "securityContext": {"fsGroup": 100},
+        "imagePullSecrets": pull_secrets(),
     }
     if worker:
         # Workers never call the Kubernetes API (the head's autoscaler does, with its own SA).
@@ -163,8 +176,10 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
     }
 
 
-# GPU worker group (kuberay/components/gpu): one L4 per node on GKE, scaled from zero.
-GPU_WORKER_RESOURCES = {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+# GPU worker group (kuberay/components/gpu): one L4 per node on GKE (g2-standard-8: 8 vCPU,
+# 32 GiB), scaled from zero; sized to the node's allocatable share (docs/kubernetes.md).
+GPU_NODE = "g2-standard-8"
+GPU_WORKER_RESOURCES = {"cpu": "7", "memory": "26Gi", "nvidia.com/gpu": "1"}
 
 
 def gpu_worker_group() -> dict[str, Any]:
@@ -177,7 +192,8 @@ def gpu_worker_group() -> dict[str, Any]:
         image=GPU_IMAGE,
     )
     pod = _pod(worker, worker=True)
-    pod["spec"]["nodeSelector"] = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    pod["spec"]["nodeSelector"] = {"cloud.google.com/gke-accelerator": "nvidia-l4",
+                                   "node.kubernetes.io/instance-type": GPU_NODE}  # fmt: skip
     pod["spec"]["tolerations"] = [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
@@ -242,6 +258,23 @@ def with_image(obj: Any, image: str) -> Any:
     return out
 
 
+def submitter_template() -> dict[str, Any]:
+    """The RayJob's submitter pod (`ray job submit` in K8sJobMode). KubeRay's default one
+    (common/job.go GetSubmitterTemplate, L215-L245 at v1.7.0) has the head's image and
+    resources but no pull secret and no securityContext; KubeRay fills in the command
+    (rayjob_controller.go configureSubmitterContainer, L640-L646: when `command` is empty)."""
+    container = {
+        "name": "ray-job-submitter",
+        "image": IMAGE,
+        "resources": {"requests": {"cpu": "500m", "memory": "200Mi"},
+                      "limits": {"cpu": "1", "memory": "1Gi"}},
+        "securityContext": security_context(),
+    }  # fmt: skip
+    return {"spec": {"containers": [container], "restartPolicy": "Never",
+                     "automountServiceAccountToken": False,
+                     "imagePullSecrets": pull_secrets()}}  # fmt: skip
+
+
 def rayjob(
     kind: JobKind,
     args: list[str] | None = None,
@@ -262,6 +295,7 @@ def rayjob(
         "runtimeEnvYAML": yaml.safe_dump(runtime_env or default_env, sort_keys=False),
         "activeDeadlineSeconds": DEADLINES[kind],
         "submitterConfig": {"backoffLimit": 2},
+        "submitterPodTemplate": submitter_template(),
     }
     if reuse_cluster:
         # validation.go L567-L578 (KubeRay v1.7): clusterSelector refuses backoffLimit > 0,
@@ -283,14 +317,18 @@ def rayjob(
     }
 
 
-def serve_config_v2() -> str:
+def serve_config_v2(doc: dict[str, Any] | None = None) -> str:
     """The RayService's serveConfigV2: the document of kuberay/serve-config.yaml, bound to
     all interfaces (pod networking: the Service reaches the pod's IP)."""
-    return yaml.safe_dump(serve_config(host=POD_HOST), sort_keys=False)
+    return yaml.safe_dump(doc or serve_config(host=POD_HOST), sort_keys=False)
 
 
-def rayservice(serve_doc: str | None = None) -> dict[str, Any]:
-    """The Serve graph on its own cluster; a config change is applied in place by KubeRay."""
+def rayservice() -> dict[str, Any]:
+    """The Serve graph on its own cluster; a config change is applied in place by KubeRay.
+
+    No serveConfigV2: that field belongs to the deploy step (field manager DEPLOY_MANAGER,
+    `ray-app deploy`, `serve_config_apply`), so the release, which owns everything here,
+    never applies it and never conflicts with a deploy (docs/kubernetes.md)."""
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -298,9 +336,19 @@ def rayservice(serve_doc: str | None = None) -> dict[str, Any]:
         "spec": {
             # A cluster-spec change starts a new cluster and moves traffic once it is ready.
             "upgradeStrategy": {"type": "NewCluster"},
-            "serveConfigV2": serve_doc or serve_config_v2(),
             "rayClusterConfig": cluster_spec(serve=True),
         },
+    }
+
+
+def serve_config_apply(serve_doc: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The server-side apply body of a deploy: the RayService's serveConfigV2, nothing else
+    (what DEPLOY_MANAGER owns)."""
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": SERVICE_NAME, "namespace": namespace},
+        "spec": {"serveConfigV2": serve_doc},
     }
 
 
@@ -313,9 +361,10 @@ def manifests() -> dict[str, dict[str, Any]]:
     """File name -> object, for kuberay/base."""
     return {
         "raycluster.yaml": raycluster(),
-        # Suspended: applying an overlay creates them without starting a cluster; start one with
-        # kubectl patch rayjob ray-app-train --type merge -p '{"spec":{"suspend":false}}'
-        # (the pipeline creates its own, unsuspended, from the same function).
+        # Suspended templates: applying an overlay starts no cluster. `ray-app launch train` and
+        # the pipeline create their own, unsuspended, RayJob on the template's cluster spec; a
+        # `kubectl patch` of `suspend` would take the field from the release (its next apply:
+        # 409), see docs/kubernetes.md "Who owns which field".
         "rayjob-train.yaml": rayjob("train", suspend=True),
         "rayjob-tune.yaml": rayjob("tune", suspend=True),
         "rayservice.yaml": rayservice(),

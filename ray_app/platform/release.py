@@ -70,6 +70,12 @@ def release_assets(
             docs = render_overlay(folder)
             target.write_text(yaml.safe_dump_all(docs, sort_keys=False))
             written.append(target)
+    # The RayService's serveConfigV2, applied by the deploy job as the deploy step's field
+    # manager (the overlays leave it out: docs/kubernetes.md, "Who owns which field").
+    serve = out / "rayservice-serve-config.yaml"
+    serve.write_text(yaml.safe_dump(manifests.serve_config_apply(manifests.serve_config_v2()),
+                                    sort_keys=False))  # fmt: skip
+    written.append(serve)
     images = {"image": image, "gpu_image": f"{repository}@{gpu_digest}"}
     summary = out / "images.json"
     summary.write_text(json.dumps(images, indent=1) + "\n")

@@ -26,7 +26,7 @@ def retrain(cfg: AppConfig, train_args: str, where: Where, dry_run: bool,
     on = {"here": "here", "head": "local", "kuberay": "kuberay"}[where]
     if dry_run:
         return {"started": False, "dry_run": True, "command": command, "on": on}
-    launcher: Launcher = here if where == "here" else make_launcher(cfg, settings)
+    launcher: Launcher | HereJobs = here if where == "here" else make_launcher(cfg, settings)
     result = launcher.run(job).result
     return {"started": True, "dry_run": False, "command": command,
             "model_version": result.get("model_version"),

@@ -77,7 +77,14 @@ class Backend:
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
 
     def no_model(self) -> str:
-        return NO_MODEL.format(uri=self.waiting_for() or "the model URI")
+        """What a 'no-model' answer says: what the app waits for and, when the backend knows,
+        why there is no model yet (no version registered, or the registry not reachable)."""
+        text = NO_MODEL.format(uri=self.waiting_for() or "the model URI")
+        scoring = self.scoring()
+        reason = getattr(scoring, "waiting", None) if scoring is not None else None
+        if reason and "no model version is registered" not in reason:
+            text += f" (now: {reason})"
+        return text
 
 
 def create_api(

@@ -30,6 +30,10 @@ REPLICA_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    # A registry that is not up yet (cold start) is asked again every model_poll_s: one try
+    # and one retry of 10 s each, not MLflow's default 7 retries with back-off (minutes).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 # ...the rest is read by the controller and proxies, which start before any application: the
 # environment of `ray start` / `serve run` / the RayService pods (`ray-app serve` sets it).

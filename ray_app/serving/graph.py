@@ -35,7 +35,7 @@ from ray_app.serving.api import create_api
 from ray_app.serving.bundles import fetch_bundle
 from ray_app.serving.config import API_MAX_ONGOING, API_MAX_QUEUED, VersionPin
 from ray_app.serving.schemas import Unavailable
-from ray_app.tracking.registry import NoModelYet, pin
+from ray_app.tracking.registry import ModelUnavailable, pin
 
 logger = logging.getLogger("ray.serve")
 # What a handle call raises when the replica it went to died or stopped answering.
@@ -63,6 +63,7 @@ class Preprocess:
         # batch (and /health) reads it once.
         self.loaded: tuple[Preprocessor, str, DriftWindow | None, int] | None = None
         self.looked = 0.0
+        self.waiting: str | None = None  # why there is no model yet (for /health)
         self.__call__.set_max_batch_size(self.args.batch_size)  # type: ignore[attr-defined]
         self.__call__.set_batch_wait_timeout_s(self.args.batch_wait_s)  # type: ignore[attr-defined]
 
@@ -75,9 +76,12 @@ class Preprocess:
         self.looked = time.monotonic()
         try:
             bundle, version = fetch_bundle(self.args, version)
-        except NoModelYet as exc:
-            logger.warning("%s: serving 'no-model' until one is registered", exc)
+        except ModelUnavailable as exc:  # no version yet, or the registry is not up yet
+            self.waiting = str(exc)
+            logger.warning("%s: serving 'no-model', looking again in %.0f s", exc,
+                           self.args.model_poll_s)  # fmt: skip
             return
+        self.waiting = None
         reference = load_reference(bundle)  # None: a bundle from before monitoring
         window = DriftWindow(reference, self.args.drift_window) if reference else None
         pre = Preprocessor.load(bundle / PREPROCESSOR)
@@ -94,7 +98,7 @@ class Preprocess:
         await self._maybe_load()
         loaded = self.loaded
         return {"model_version": loaded[1] if loaded else None,
-                "members": loaded[3] if loaded else None}  # fmt: skip
+                "members": loaded[3] if loaded else None, "waiting": self.waiting}  # fmt: skip
 
     def drift(self) -> dict[str, Any] | None:
         """PSI per feature over this replica's window, and the score reference (the ingress
@@ -189,6 +193,7 @@ class _GraphScoring:
     model: DeploymentHandle
     model_version: str | None = None
     members: int | None = None  # of the version Preprocess loaded (/health)
+    waiting: str | None = None  # why Preprocess has no model yet (/health's detail)
     # The scores this replica returned last (the drift window of the score PSI).
     scores: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
 
@@ -228,6 +233,7 @@ class _GraphScoring:
         except Exception:
             return False
         self.model_version, self.members = info["model_version"], info.get("members")
+        self.waiting = info.get("waiting")
         return True
 
 
@@ -320,7 +326,7 @@ def build_app(args: dict[str, Any]) -> Any:
     elif serve_args.model_uri:
         try:
             pinned.model_version = pin(serve_args.model_uri, serve_args.tracking_uri)[1]
-        except NoModelYet as exc:
+        except ModelUnavailable as exc:  # the replicas look again every model_poll_s
             logger.warning("%s: deploying without a model (status 'no-model')", exc)
     # The pin is user_config, not an init argument: a config that changes only the version
     # (deploy, rollback) reconfigures the live replicas instead of replacing them.

@@ -16,8 +16,17 @@ from ray_app.core.errors import UserError
 from ray_app.ml.bundle import PREPROCESSOR
 
 
-class NoModelYet(UserError):
-    """The registry has no version behind the alias yet (a fresh MLflow): serve 'no-model'."""
+class ModelUnavailable(UserError):
+    """No model to load yet, for a reason a server waits out (it serves 'no-model' and looks
+    again): the alias names no version, or the registry does not answer."""
+
+
+class NoModelYet(ModelUnavailable):
+    """The registry has no version behind the alias yet (a fresh MLflow)."""
+
+
+class RegistryUnreachable(ModelUnavailable):
+    """The registry did not answer (MLflow not up yet, a network policy, a wrong URI)."""
 
 
 def _missing(exc: Exception) -> bool:
@@ -49,8 +58,16 @@ def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
     except MlflowException as exc:
         if _missing(exc):
             raise NoModelYet(f"{uri}: no model version is registered under it yet") from None
-        raise
+        where = mlflow.get_tracking_uri()
+        raise RegistryUnreachable(f"{uri}: the registry at {where} did not answer "
+                                  f"({_first_line(exc.message)})") from None  # fmt: skip
+    except OSError as exc:  # a sqlite file that cannot be opened, a socket error
+        raise RegistryUnreachable(f"{uri}: the registry did not answer ({exc})") from None
     return f"models:/{name}/{version}", version
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "no message"
 
 
 def registry_bundle(uri: str) -> Path:

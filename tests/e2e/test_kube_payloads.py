@@ -149,8 +149,12 @@ def serve_apps(head):
 
 
 def test_rayservice_serve_config_v2_answers_health_and_predict(head, rendered, serve_apps):
-    service = rendered["RayService/adult-income"]
-    doc = yaml.safe_load(service["spec"]["serveConfigV2"])
+    """The RayService's serveConfigV2, as the release job and the deploy step apply it (the
+    deploy step's field: `ray-app serve-config --rayservice`), through the Serve REST API."""
+    assert "serveConfigV2" not in rendered["RayService/adult-income"]["spec"]
+    body = subprocess.run([str(BIN / "ray-app"), "serve-config", "--rayservice"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    doc = yaml.safe_load(yaml.safe_load(body)["spec"]["serveConfigV2"])
     doc["http_options"]["port"] = head["serve_port"]
     assert _serve_api(head, "PUT", doc) == 200
     champion = MlflowClient(head["env"]["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(

@@ -3,10 +3,12 @@ registered version there. One polling helper and one timeout policy for every ba
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -14,6 +16,8 @@ from ray_app.core.errors import UserError
 
 JobKind = Literal["train", "tune"]
 LOG_TAIL = 4000
+# A job's wait when nothing bounds it (no activeDeadlineSeconds, no configured timeout).
+NO_DEADLINE_S = 4 * 3600.0
 Log = Callable[[str], None]
 HttpGet = Callable[[str], dict[str, Any]]
 T = TypeVar("T")
@@ -47,8 +51,9 @@ class Launcher(Protocol):
         """Run the job to its end; its result, or JobFailed with the status and a log tail."""
         ...
 
-    def deploy(self, version: str) -> dict[str, Any]:
-        """Serve `version` of the registered model in place; returns once it answers."""
+    def deploy(self, version: str | None) -> dict[str, Any]:
+        """Serve `version` of the registered model in place (None: the champion alias,
+        resolved by the app itself); returns once it answers."""
         ...
 
 
@@ -115,3 +120,23 @@ def served_version(get: HttpGet, url: str) -> str | None:
     except (OSError, ValueError):
         return None
     return None if version is None else str(version)
+
+
+class Terminated(BaseException):
+    """SIGTERM reached a step (its pod deleted, its run cancelled, its node drained): unwinds
+    like Ctrl-C, so the launcher deletes (or keeps, per `cleanup`) what it started."""
+
+
+@contextlib.contextmanager
+def terminated_as_exception() -> Iterator[None]:
+    """Inside: SIGTERM raises Terminated in the main thread (Python's default would end the
+    process without running a single `finally`)."""
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -36,5 +36,5 @@ class HereJobs:
             raise failure(f"ray-app {job.kind}", f"exit {proc.returncode}", "", proc.stderr)
         return JobOutcome(job.name or job.kind, "SUCCEEDED", proc.stderr, parse_result(proc.stdout))
 
-    def deploy(self, version: str) -> dict[str, Any]:
+    def deploy(self, version: str | None) -> dict[str, Any]:
         raise UserError("deploying needs a Ray head (--local) or the RayService, not 'here'")

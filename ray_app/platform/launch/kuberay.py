@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from ray_app.core.config import AppConfig
 from ray_app.core.constants import APP_NAME
 from ray_app.platform import manifests
 from ray_app.platform.launch.base import (
+    NO_DEADLINE_S,
     HttpGet,
     Job,
     JobFailed,
@@ -107,10 +106,13 @@ class KubeRayJobs:
         self.log(f"deleted RayJob {self.cfg.namespace}/{name}")
 
     def _apply(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply as field manager `ray-app` (the release job applies as it too).
+        """Server-side apply as the deploy step's field manager, owning only what `body`
+        names. `force`: a field another manager holds with another value (a person's `kubectl
+        edit`, a cluster set up before this split of owners) moves to the deploy step; the
+        release never applies serveConfigV2, so it never holds it.
 
         The Python client (kubernetes<31) has no apply call for custom objects: this is the
-        same PATCH with the apply content type. `force` takes over only the fields in `body`.
+        same PATCH with the apply content type.
         """
         name = body["metadata"]["name"]
         result: dict[str, Any] = self.custom.api_client.call_api(
@@ -123,7 +125,7 @@ class KubeRayJobs:
                 "plural": plural,
                 "name": name,
             },
-            [("fieldManager", manifests.FIELD_MANAGER), ("force", "true")],
+            [("fieldManager", manifests.DEPLOY_MANAGER), ("force", "true")],
             {"Accept": "application/json", "Content-Type": "application/apply-patch+yaml"},
             body=body,
             response_type="object",
@@ -167,25 +169,54 @@ class KubeRayJobs:
         return found
 
     def run(self, job: Job) -> JobOutcome:
-        """Create the job's RayJob, wait for a terminal state, return its result or raise
-        JobFailed.
+        """Run the job's RayJob to a terminal state; its result, or JobFailed.
 
-        A job this step gives up on while it may still run (our timeout, an API error, an
-        interrupt) is deleted unless cleanup is `never`; a job that ended is deleted per policy
+        A RayJob of the same name from an earlier attempt of this step (a retried KFP task:
+        the name comes from the run and the task) is adopted while it runs or once it
+        succeeded, and replaced when it failed: a retry never starts a second job. A job this
+        step gives up on while it may still run (our timeout, an API error, SIGTERM) is
+        deleted unless cleanup is `never`; a job that ended is deleted per policy
         (`on-success` keeps failed ones for inspection).
         """
         return self.run_manifest(build_rayjob(job, self.app, self.template(job.kind)))
 
+    def _existing(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self._get("rayjobs", name)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise
+
+    def _start(self, manifest: dict[str, Any], where: str) -> None:
+        """Create the RayJob, or adopt the one an earlier attempt created."""
+        name = manifest["metadata"]["name"]
+        found = self._existing(name)
+        if found is not None:
+            status = found.get("status") or {}
+            state = (status.get("jobDeploymentStatus", ""), status.get("jobStatus", ""))
+            if state[0] not in TERMINAL_DEPLOYMENT or state == ("Complete", "SUCCEEDED"):
+                self.log(f"{where}: adopting the RayJob of an earlier attempt "
+                         f"({state[0] or 'New'}/{state[1] or '-'})")  # fmt: skip
+                return
+            self.log(f"{where}: an earlier attempt ended {state[0]}/{state[1] or '-'}: "
+                     "replacing it")  # fmt: skip
+            self._delete(name)
+            self.poller.until(lambda: self._existing(name) is None or None, self.cfg.settle_s
+                              + 300, lambda: JobFailed(f"{where}: still deleting"))  # fmt: skip
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.cfg.namespace, "rayjobs", manifest,
+            field_manager=manifests.LAUNCH_MANAGER,
+        )  # fmt: skip
+        self.log(f"created {where}")
+
     def run_manifest(self, manifest: dict[str, Any]) -> JobOutcome:
         name = manifest["metadata"]["name"]
         where = f"RayJob {self.cfg.namespace}/{name}"
-        self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.cfg.namespace, "rayjobs", manifest
-        )
-        self.log(f"created {where}")
+        self._start(manifest, where)
         try:
-            status = self._wait(name, where)
-        except BaseException:
+            status = self._wait(name, where, wait_limit(manifest, self.cfg.timeout_s))
+        except BaseException:  # our timeout, an API error, SIGTERM (Terminated), Ctrl-C
             if self.cfg.cleanup != "never":
                 try:
                     self._delete(name)
@@ -204,7 +235,7 @@ class KubeRayJobs:
             raise failure(where, state, status.get("message", ""), logs)
         return JobOutcome(name, state, logs, parse_result(logs))
 
-    def _wait(self, name: str, where: str) -> dict[str, Any]:
+    def _wait(self, name: str, where: str, limit_s: float) -> dict[str, Any]:
         seen: list[tuple[str, str]] = []
 
         def terminal() -> dict[str, Any] | None:
@@ -217,19 +248,17 @@ class KubeRayJobs:
 
         def timed_out() -> Exception:
             deployment, job = seen[-1] if seen else ("", "")
-            return failure(
-                where,
-                f"no result after {self.cfg.timeout_s:.0f} s",
-                f"last status {deployment or 'New'}/{job or '-'}",
-                self._logs(name),
-            )
+            return failure(where, f"no result after {limit_s:.0f} s",
+                           f"last status {deployment or 'New'}/{job or '-'}",
+                           self._logs(name))  # fmt: skip
 
-        return self.poller.until(terminal, self.cfg.timeout_s, timed_out)
+        return self.poller.until(terminal, limit_s, timed_out)
 
     # --- serving -------------------------------------------------------------------------
-    def deploy(self, version: str) -> dict[str, Any]:
-        """Apply serveConfigV2 (`version` pinned); wait until its application is RUNNING and
-        serves the version.
+    def deploy(self, version: str | None) -> dict[str, Any]:
+        """Apply serveConfigV2 (`version` pinned; None: the alias, resolved by the app) as
+        field manager DEPLOY_MANAGER, the field's one owner; wait until its application is
+        RUNNING and, for a pinned version, serves it.
 
         An in-place config change keeps Ready=True (the old version keeps serving), and the
         status KubeRay writes right after the change still describes the old config
@@ -239,30 +268,44 @@ class KubeRayJobs:
         fails the step with the application's message.
         """
         # The RayService's pods carry MLFLOW_TRACKING_URI: the args name no tracking URI.
-        args = self.app.serve.model_copy(
-            update={"model_uri": self.app.tracking.champion_uri, "tracking_uri": None}
-        )
-        doc = yaml.safe_dump(
-            serve_config(args, host=POD_HOST, model_version=version), sort_keys=False
-        )
-        name, ns = self.cfg.service, self.cfg.namespace
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "RayService",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"serveConfigV2": doc},
-        }
+        args = self.app.serve.model_copy(update={"model_uri": self.app.tracking.champion_uri,
+                                                 "tracking_uri": None})  # fmt: skip
+        doc = manifests.serve_config_v2(serve_config(args, host=POD_HOST, model_version=version))
+        body = manifests.serve_config_apply(doc, self.cfg.namespace)
         generation = self._apply("rayservices", body).get("metadata", {}).get("generation", 0)
-        where = f"RayService {ns}/{name}"
-        self.log(f"applied serveConfigV2 to {where} (generation {generation})")
+        where = f"RayService {self.cfg.namespace}/{self.cfg.service}"
+        self.log(f"applied serveConfigV2 to {where} as {manifests.DEPLOY_MANAGER} "
+                 f"(generation {generation})")  # fmt: skip
         watch = _ServiceWatch(self, where, generation, version)
         return self.poller.until(watch.check, self.cfg.deploy_timeout_s, watch.timed_out)
+
+
+# A RayJob attempt's time before its deadline clock starts, and its cluster's start: the
+# launcher's wait covers every attempt the operator may make (`wait_limit`).
+ATTEMPT_START_S = 900.0
+
+
+def wait_limit(manifest: dict[str, Any], configured: float | None) -> float:
+    """How long to wait for a RayJob: `configured`, else every attempt the operator may make.
+
+    KubeRay resets `startTime` on each retry (rayjob_controller.go initRayJobStatusIfNeed,
+    L887-L917), so `activeDeadlineSeconds` applies per attempt; `backoffLimit` retries follow
+    a failed attempt (checkBackoffLimitAndUpdateStatusIfNeeded, L518-L557). The limit is
+    (backoffLimit + 1) x (activeDeadlineSeconds + ATTEMPT_START_S)."""
+    if configured is not None:
+        return configured
+    spec = manifest.get("spec") or {}
+    attempts = int(spec.get("backoffLimit") or 0) + 1
+    deadline = spec.get("activeDeadlineSeconds")
+    per_attempt = NO_DEADLINE_S if deadline is None else float(deadline) + ATTEMPT_START_S
+    return attempts * per_attempt
 
 
 class _ServiceWatch:
     """One look at the RayService after a deploy: done, still waiting, or failed."""
 
-    def __init__(self, jobs: KubeRayJobs, where: str, generation: int, version: str) -> None:
+    def __init__(self, jobs: KubeRayJobs, where: str, generation: int,
+                 version: str | None) -> None:  # fmt: skip
         self.jobs, self.where, self.generation, self.version = jobs, where, generation, version
         self.bad_since: float | None = None
         self.last = ""
@@ -288,20 +331,21 @@ class _ServiceWatch:
                 raise JobFailed(f"{self.where}: Serve application {APP_NAME} {state}: {message}")
         else:
             self.bad_since = None
-        if observed and not upgrading and state == "RUNNING" and ready.get("status") == "True":
-            serving = served_version(jobs.get, cfg.serve_url)
-            if serving == self.version:
-                jobs.log(f"{self.where}: {APP_NAME} RUNNING version {serving}")
-                return {
-                    "service": f"{cfg.namespace}/{cfg.service}",
-                    "generation": self.generation,
-                    "model_version": serving,
-                }
-            self.last += f"; serving version {serving}, waiting for {self.version}"
+        if not (observed and not upgrading and state == "RUNNING"
+                and ready.get("status") == "True"):  # fmt: skip
+            return None
+        done = {"service": f"{cfg.namespace}/{cfg.service}", "generation": self.generation}
+        if self.version is None:  # the alias, resolved by the app: RUNNING is the answer
+            jobs.log(f"{self.where}: {APP_NAME} RUNNING (the alias, unpinned)")
+            return {**done, "model_version": None}
+        serving = served_version(jobs.get, cfg.serve_url)
+        if serving == self.version:
+            jobs.log(f"{self.where}: {APP_NAME} RUNNING version {serving}")
+            return {**done, "model_version": serving}
+        self.last += f"; serving version {serving}, waiting for {self.version}"
         return None
 
     def timed_out(self) -> Exception:
-        return JobFailed(
-            f"{self.where}: not serving {self.version} after "
-            f"{self.jobs.cfg.deploy_timeout_s:.0f} s: {self.last}"
-        )
+        wanted = self.version or "the alias"
+        return JobFailed(f"{self.where}: not serving {wanted} after "
+                         f"{self.jobs.cfg.deploy_timeout_s:.0f} s: {self.last}")  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 from ray_app.core.config import AppConfig
 from ray_app.platform import manifests
 from ray_app.platform.launch.base import (
+    NO_DEADLINE_S,
     HttpGet,
     Job,
     JobFailed,
@@ -44,20 +45,13 @@ class LocalRayJobs:
         self.get = get
 
     def run(self, job: Job) -> JobOutcome:
-        """Submit `ray-app <kind> --json <args>` with the RayJob's runtime env; wait for it."""
+        """Submit `ray-app <kind> --json <args>` with the RayJob's runtime env; wait for it.
+        A job of the same submission id from an earlier attempt is adopted while it runs or
+        once it succeeded; SIGTERM or a timeout stops the job before the step ends."""
         from ray.job_submission import JobStatus, JobSubmissionClient
 
-        entrypoint, runtime_env = manifests.job_payload(
-            job.kind,
-            job.args,
-            tracking_uri=self.cfg.tracking_uri,
-            storage_path=self.cfg.storage_path,
-        )
         client = JobSubmissionClient(self.cfg.ray_address, headers=self.headers)
-        job_id = client.submit_job(
-            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job.name or None
-        )
-        self.log(f"submitted {job_id} to {self.cfg.ray_address}: {entrypoint}")
+        job_id = self._submit(client, job)
         seen: list[Any] = []
 
         def terminal() -> Any:
@@ -67,21 +61,49 @@ class LocalRayJobs:
                 self.log(f"job {job_id}: {status.value}")
             return status if status.is_terminal() else None
 
-        def timed_out() -> Exception:
-            client.stop_job(job_id)
-            return failure(
-                f"job {job_id}",
-                f"no result after {self.cfg.timeout_s:.0f} s (stopped)",
-                "",
-                client.get_job_logs(job_id),
-            )
+        limit = self.cfg.timeout_s or NO_DEADLINE_S
 
-        status = self.poller.until(terminal, self.cfg.timeout_s, timed_out)
+        def timed_out() -> Exception:
+            return failure(f"job {job_id}", f"no result after {limit:.0f} s (stopped)", "",
+                           client.get_job_logs(job_id))  # fmt: skip
+
+        try:
+            status = self.poller.until(terminal, limit, timed_out)
+        except BaseException:  # our timeout, SIGTERM (Terminated), Ctrl-C: stop what we started
+            client.stop_job(job_id)
+            self.log(f"stopped job {job_id}")
+            raise
         logs = client.get_job_logs(job_id)
         if status != JobStatus.SUCCEEDED:
             info = client.get_job_info(job_id)
             raise failure(f"job {job_id}", status.value, info.message or "", logs)
         return JobOutcome(job_id, status.value, logs, parse_result(logs))
+
+    def _submit(self, client: Any, job: Job) -> str:
+        """Submit, or adopt an earlier attempt's job of the same id (running or succeeded);
+        a failed one keeps its id, so the new submission gets a suffix."""
+        from ray.job_submission import JobStatus
+
+        entrypoint, runtime_env = manifests.job_payload(
+            job.kind, job.args, tracking_uri=self.cfg.tracking_uri,
+            storage_path=self.cfg.storage_path,
+        )  # fmt: skip
+        name = job.name or None
+        if name is not None:
+            try:
+                earlier = client.get_job_status(name)
+            except RuntimeError:  # no such job
+                earlier = None
+            if earlier is not None and earlier in (JobStatus.PENDING, JobStatus.RUNNING,
+                                                   JobStatus.SUCCEEDED):  # fmt: skip
+                self.log(f"adopting job {name} of an earlier attempt ({earlier.value})")
+                return str(name)
+            if earlier is not None:
+                name = f"{name}-{int(time.time())}"
+        job_id: str = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                        submission_id=name)  # fmt: skip
+        self.log(f"submitted {job_id} to {self.cfg.ray_address}: {entrypoint}")
+        return job_id
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -95,10 +117,10 @@ class LocalRayJobs:
             raw = response.read()
         return json.loads(raw) if raw else None
 
-    def deploy(self, version: str) -> dict[str, Any]:
-        """PUT the Serve config with `version` pinned (as KubeRay does); wait until it is
-        RUNNING and /health names the version (right after the PUT the old application may
-        still report RUNNING)."""
+    def deploy(self, version: str | None) -> dict[str, Any]:
+        """PUT the Serve config with `version` pinned (None: the alias, resolved by the app),
+        as KubeRay does; wait until it is RUNNING and /health names the version (right after
+        the PUT the old application may still report RUNNING)."""
         # The head's applications need the tracking URI in their args (no pod environment).
         args = self.app.serve.model_copy(
             update={
@@ -130,7 +152,7 @@ class LocalRayJobs:
             last.update(states=states, serving=None)
             if all(s == "RUNNING" for s in states.values()):
                 last["serving"] = served_version(self.get, serve_url)
-                if last["serving"] == version:
+                if version is None or last["serving"] == version:
                     self.log(f"Serve applications {apps} RUNNING version {version}")
                     return {
                         "applications": states,

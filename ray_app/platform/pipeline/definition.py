@@ -28,16 +28,16 @@ def preprocess_op(args: str) -> dict:
     return preprocess_step(args)
 
 
-def train_op(launch: dict, args: str) -> dict:
+def train_op(launch: dict, args: str, run_id: str, task: str) -> dict:
     from ray_app.platform.pipeline.steps import job_step
 
-    return job_step("train", launch, args)
+    return job_step("train", launch, args, run_id, task)
 
 
-def tune_op(launch: dict, args: str) -> dict:
+def tune_op(launch: dict, args: str, run_id: str, task: str) -> dict:
     from ray_app.platform.pipeline.steps import job_step
 
-    return job_step("tune", launch, args)
+    return job_step("tune", launch, args, run_id, task)
 
 
 def keep_op(result: dict) -> dict:
@@ -83,9 +83,15 @@ def build_pipeline(image: str = IMAGE) -> Any:
         tune_args: str = "",
     ) -> None:
         data = preprocess(args=train_args).set_caching_options(False)
-        trained = train(launch=launch, args=train_args).after(data).set_caching_options(False)
+        # The run and task name the step's RayJob: a retried task adopts its earlier job.
+        ids = {
+            "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "task": dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+        }
+        trained = train(launch=launch, args=train_args, **ids).after(data)
+        trained.set_caching_options(False)
         with dsl.If(run_tune == True, "tune"):  # noqa: E712 (a KFP condition, not Python)
-            tuned = tune(launch=launch, args=tune_args).set_caching_options(False)
+            tuned = tune(launch=launch, args=tune_args, **ids).set_caching_options(False)
         with dsl.Else("no-tune"):
             kept = keep(result=trained.output)
         candidate = dsl.OneOf(tuned.output, kept.output)
@@ -107,15 +113,34 @@ def compile_pipeline(path: Path, image: str = IMAGE) -> Path:
     return path
 
 
-def submit_run(
-    host: str,
-    namespace: str | None,
-    service_account: str | None,
-    train_args: str,
-    run_tune: bool,
-    tune_args: str,
-    image: str = IMAGE,
-) -> str:
+def kfp_credentials(namespace: str | None, token_path: Path | None,
+                    token: str | None) -> dict[str, Any]:  # fmt: skip
+    """How `kfp.Client` authenticates. Multi-user KFP (a Profile namespace) sits behind an
+    authenticating proxy (Dex / oauth2-proxy) that refuses a request without a bearer token:
+    a ServiceAccount token with the KFP audience, mounted at `token_path` (KFP's own default
+    path /var/run/secrets/kubeflow/pipelines/token inside a cluster), or a token given as is
+    (RAY_APP_KFP_TOKEN, e.g. from `kubectl create token default-editor -n <profile>
+    --audience=pipelines.kubeflow.org`). Single-user KFP needs none."""
+    from kfp.client import KF_PIPELINES_SA_TOKEN_PATH, ServiceAccountTokenVolumeCredentials
+
+    from ray_app.core.errors import UserError
+
+    path = token_path or Path(KF_PIPELINES_SA_TOKEN_PATH)
+    if token:
+        return {"existing_token": token}
+    if token_path is not None or path.is_file():
+        return {"credentials": ServiceAccountTokenVolumeCredentials(path=str(path))}
+    if namespace:
+        raise UserError(
+            "multi-user Kubeflow Pipelines needs credentials: --token-path FILE (a "
+            "ServiceAccount token with audience pipelines.kubeflow.org) or RAY_APP_KFP_TOKEN"
+        )
+    return {}
+
+
+def submit_run(host: str, namespace: str | None, service_account: str | None, train_args: str,
+               run_tune: bool, tune_args: str, credentials: dict[str, Any] | None = None,
+               image: str = IMAGE) -> str:  # fmt: skip
     """`ray-app pipeline run --host`: a run of the pipeline on a Kubeflow Pipelines server;
     returns its id.
 
@@ -126,7 +151,7 @@ def submit_run(
     import kfp
 
     account = service_account or ("default-editor" if namespace else "ray-app-pipeline")
-    client = kfp.Client(host=host, namespace=namespace or "kubeflow")
+    client = kfp.Client(host=host, namespace=namespace or "kubeflow", **(credentials or {}))
     run = client.create_run_from_pipeline_func(
         build_pipeline(image),
         namespace=namespace,

@@ -17,6 +17,7 @@ from ray_app.core.constants import IMAGE
 from ray_app.core.settings import Settings
 from ray_app.data.splits import load_splits, summarise
 from ray_app.platform.launch import Job, Launcher, job_name, make_launcher
+from ray_app.platform.launch.base import terminated_as_exception
 
 LAUNCH_FIELDS = ("backend", "namespace", "image", "tracking_uri", "storage_path", "cleanup")
 
@@ -62,13 +63,27 @@ def preprocess_step(args: str = "") -> dict[str, Any]:
     return summarise(load_splits(data_config(args)))
 
 
-def job_step(kind: str, launch: dict[str, Any], args: str) -> dict[str, Any]:
-    """Run `ray-app train|tune --json <args>` on the backend; return its JSON result."""
+def step_job_name(kind: str, run_id: str = "", task: str = "") -> str:
+    """The RayJob of a step: named after the KFP run and task, so a retried task finds (and
+    adopts) the job of its earlier attempt; a random name outside a KFP run."""
+    if not run_id:
+        return job_name(kind)  # type: ignore[arg-type]
+    import hashlib
+
+    digest = hashlib.sha256(f"{run_id}/{task}".encode()).hexdigest()[:10]
+    return job_name(kind, digest)  # type: ignore[arg-type]
+
+
+def job_step(kind: str, launch: dict[str, Any], args: str, run_id: str = "",
+             task: str = "") -> dict[str, Any]:  # fmt: skip
+    """Run `ray-app train|tune --json <args>` on the backend; return its JSON result. SIGTERM
+    (the step's pod deleted, the run cancelled) deletes (or, per `cleanup`, keeps) the job."""
     if kind not in ("train", "tune"):
         raise ValueError(f"unknown job kind {kind!r}")
     cfg = step_config(launch)
-    job = Job(kind, shlex.split(args), job_name(kind))  # type: ignore[arg-type]
-    result: dict[str, Any] = _launcher(cfg).run(job).result
+    job = Job(kind, shlex.split(args), step_job_name(kind, run_id, task))  # type: ignore[arg-type]
+    with terminated_as_exception():
+        result: dict[str, Any] = _launcher(cfg).run(job).result
     if result.get("model_version") is None:
         raise RuntimeError(f"{kind} job registered no model version: {result}")
     return _without_nulls(result)
@@ -112,13 +127,21 @@ def evaluate_step(
     return {"improved": str(champion.version) == version, "metrics": metrics}
 
 
-def deploy(cfg: AppConfig, model_uri: str) -> dict[str, Any]:
-    """Serve `model_uri` (pinned to its version) in place, where `cfg.launch` says: the
-    RayService's Serve config, or a Ray head's Serve REST API (`ray-app deploy`)."""
-    from ray_app.tracking.registry import pin
+def deploy(cfg: AppConfig, model_uri: str, pin_version: bool = True) -> dict[str, Any]:
+    """Serve `model_uri` in place, where `cfg.launch` says: the RayService's Serve config, or
+    a Ray head's Serve REST API (`ray-app deploy`). A version is pinned (an alias is resolved
+    to its version first); an alias that names no version yet, or `pin_version=False`,
+    deploys the alias itself, which the app resolves (and serves 'no-model' until then)."""
+    from ray_app.tracking.registry import NoModelYet, pin
 
-    version = pin(model_uri, cfg.launch.tracking_uri)[1]
-    return {**_launcher(cfg).deploy(version), "model_uri": model_uri}
+    version: str | None = None
+    if pin_version:
+        try:
+            version = pin(model_uri, cfg.launch.tracking_uri)[1]
+        except NoModelYet:
+            version = None
+    with terminated_as_exception():
+        return {**_launcher(cfg).deploy(version), "model_uri": model_uri}
 
 
 def deploy_step(launch: dict[str, Any], model_uri: str) -> dict[str, Any]:

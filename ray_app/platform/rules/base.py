@@ -1,9 +1,9 @@
 """The building blocks of the ported rules: a rule, a violation, and the operator's own
-predicates (`utils/util.go`) and Kubernetes' name checks (`k8s.io/apimachinery` validation)."""
+predicates (`utils/util.go`). Kubernetes' and Go's checks (names, versions, durations) are in
+`k8s.py`."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,17 +16,17 @@ SOURCE = "ray-operator/controllers/ray/utils/validation.go"
 MAX_RAYCLUSTER_NAME = 53
 MAX_RAYJOB_NAME = MAX_RAYCLUSTER_NAME - 6
 MAX_RAYSERVICE_NAME = MAX_RAYCLUSTER_NAME - 6
-# constant.go L85, L142-144, L158, L191, L59-60, L82
+# constant.go L18, L85, L142-144, L158, L191, L59-60, L82
+ORIGINATED_FROM_CRD_LABEL = "ray.io/originated-from-crd"
 CLUSTER_SELECTOR_KEY = "ray.io/cluster"
+RAY_REDIS_ADDRESS = "RAY_REDIS_ADDRESS"
+REDIS_PASSWORD = "REDIS_PASSWORD"
+REDIS_USERNAME = "REDIS_USERNAME"
+GEN_AUTOSCALER_START_CMD = "KUBERAY_GEN_AUTOSCALER_START_CMD"
 AUTOSCALER_V2_ENV = "RAY_enable_autoscaler_v2"
 FT_ANNOTATION = "ray.io/ft-enabled"
 EXTERNAL_STORAGE_NS_ANNOTATION = "ray.io/external-storage-namespace"
 INITIALIZING_TIMEOUT_ANNOTATION = "ray.io/initializing-timeout"
-
-DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-GO_DURATION = re.compile(r"^[-+]?(\d+(\.\d*)?(ns|us|µs|ms|s|m|h))+$")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,20 @@ def autoscaler_v2(spec: dict[str, Any]) -> bool:
 
 
 def env_var(container: dict[str, Any], name: str) -> dict[str, Any] | None:
+    # util.go L699-706 EnvVarExists, L730-737 EnvVarByName: the first entry of that name.
     return next((e for e in container.get("env") or [] if e.get("name") == name), None)
+
+
+def autoscaler_v2_env(spec: dict[str, Any]) -> bool:
+    """validation.go L1021-1024 (L1136-1139): the head's RAY_enable_autoscaler_v2 is "1" or
+    "true", which enables autoscaler v2 on KubeRay < 1.4.0."""
+    env = env_var(head_container(spec), AUTOSCALER_V2_ENV)
+    return env is not None and env.get("value") in ("1", "true")
+
+
+def group_name(group: dict[str, Any]) -> str:
+    """A worker group's name as Go's %s prints it (absent is the empty string)."""
+    return str(group.get("groupName") or "")
 
 
 def head_container(spec: dict[str, Any]) -> dict[str, Any]:
@@ -91,62 +104,15 @@ def workers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return list(spec.get("workerGroupSpecs") or [])
 
 
-def parse_version(text: str) -> tuple[int, ...] | None:
-    # k8s.io/apimachinery version.ParseGeneric: 'X.Y[.Z]' with an optional leading 'v'.
-    match = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
-    if not match:
-        return None
-    return tuple(int(g or 0) for g in match.groups())
-
-
 def k8s_token_auth(auth: dict[str, Any] | None) -> bool:
     # util.go L800-802 IsK8sAuthEnabled
-    return bool((auth or {}).get("enableK8sTokenAuth"))
-
-
-def dns1035_problems(name: str) -> list[str]:
-    """k8s.io/apimachinery validation.IsDNS1035Label."""
-    problems = []
-    if len(name) > 63:
-        problems.append("must be no more than 63 characters")
-    if not DNS1035.match(name):
-        problems.append(
-            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
-            "with an alphabetic character, and end with an alphanumeric character"
-        )
-    return problems
-
-
-def qualified_name_problems(key: str) -> list[str]:
-    """k8s.io/apimachinery validation.IsQualifiedName (label keys)."""
-    prefix, _, name = key.rpartition("/")
-    problems = []
-    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)):
-        problems.append("prefix part must be a DNS-1123 subdomain")
-    if not name or len(name) > 63 or not QUALIFIED.match(name):
-        problems.append(
-            "name part must consist of alphanumeric characters, '-', '_' or '.', and must "
-            "start and end with an alphanumeric character (at most 63)"
-        )
-    return problems
-
-
-def label_value_problems(value: str) -> list[str]:
-    """k8s.io/apimachinery validation.IsValidLabelValue."""
-    if value == "":
-        return []
-    if len(value) > 63 or not QUALIFIED.match(value):
-        return [
-            "a valid label must be an empty string or consist of alphanumeric characters, "
-            "'-', '_' or '.', and must start and end with an alphanumeric character"
-        ]
-    return []
+    return (auth or {}).get("enableK8sTokenAuth") is True
 
 
 def groups(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "Head", spec.get("headGroupSpec") or {}
     for group in workers(spec):
-        yield str(group.get("groupName", "")), group
+        yield group_name(group), group
 
 
 def spec_of(obj: dict) -> dict[str, Any]:

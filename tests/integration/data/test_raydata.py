@@ -161,4 +161,5 @@ def test_the_train_command_refuses_a_test_file_that_repeats_training_rows(tmp_pa
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "16281 of 16281 test rows (100.00%) repeat rows of the training file" in " ".join(
-        proc.stderr.split())
+        proc.stderr.split()
+    )

@@ -34,6 +34,7 @@ from ray_app.serving.guards import NO_KEY
 from ray_app.serving.schemas import BUSY
 from tests.support.procs import ENV, REPO, descendants, free_port, stop_group
 from tests.support.samples import RECORD
+from tests.support.services import mlflow_server
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -57,13 +58,16 @@ def _cmdline(pid: int) -> str:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """`serve run` the generated config on an empty registry (cold start), then train.
+    """`serve run` the generated config before its registry exists (cold start), then train.
 
-    Before training the app must answer /health 'no-model' and /predict 503; the first
-    champion the training registers must then be served without a redeploy.
+    The app's MLflow is an `mlflow server` that is not up yet when Serve starts (the order a
+    cluster comes up in): /health answers 'no-model' and says the registry did not answer.
+    Once the server is up but empty it answers plain 'no-model'; the first champion the
+    training registers is then served without a redeploy.
     """
     work = tmp_path_factory.mktemp("serve")
-    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    mlflow_port = free_port()
+    tracking = f"http://127.0.0.1:{mlflow_port}"
     port = free_port()
     # The default args, as the pipeline's deploy renders them (a rollout then changes only
     # the pinned version, which reconfigures the replicas in place).
@@ -82,51 +86,64 @@ def served(tmp_path_factory):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def wait_for(status: str, limit_s: float) -> dict:
+    def wait_for(status: str, limit_s: float, detail: str = "") -> dict:
         deadline = time.time() + limit_s
         body: dict = {}
         while time.time() < deadline:
             try:
                 response = httpx.get(f"{url}/health", timeout=5)
                 body = response.json()
-                if response.status_code == 200 and body["status"] == status:
+                if (response.status_code == 200 and body["status"] == status
+                        and detail in (body.get("detail") or "")):  # fmt: skip
                     return body
             except (httpx.HTTPError, ValueError):
                 pass
             if proc.poll() is not None:
                 break
             time.sleep(1)
-        pytest.fail(f"/health never said {status!r} (last {body}):\n"
+        pytest.fail(f"/health never said {status!r} {detail!r} (last {body}):\n"
                     f"{(work / 'serve.log').read_text()[-3000:]}")  # fmt: skip
 
     try:
-        cold_health = wait_for("no-model", 180)
-        cold_predict = predict(url, json=RECORD, timeout=10)
-        # `ray-app train` starts a Ray of its own (address "local"), not serve run's. The first
-        # champion is a deep ensemble of 2 (what a single model would exercise, and more).
-        train = subprocess.run(
-            ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--ensemble", "2",
-             "--json", "--tracking-uri", tracking, "--storage-path", str(work / "ray_results")],
-            env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
-        )  # fmt: skip
-        assert train.returncode == 0, train.stderr[-3000:]
-        wait_for("ready", 60)
-        yield {"url": url, "tracking": tracking, "proc": proc, "work": work, "port": port,
-               "cold_health": cold_health, "cold_predict": cold_predict,
-               "trained": json.loads(train.stdout.strip().splitlines()[-1])}  # fmt: skip
+        unreachable = wait_for("no-model", 180, "did not answer")
+        with mlflow_server(work, mlflow_port):
+            cold_health = wait_for("no-model", 60, "no model is registered yet")
+            cold_predict = predict(url, json=RECORD, timeout=10)
+            # `ray-app train` starts a Ray of its own (address "local"), not serve run's. The
+            # first champion is a deep ensemble of 2 (what a single model exercises, and more).
+            train = subprocess.run(
+                ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--ensemble", "2",
+                 "--json", "--tracking-uri", tracking,
+                 "--storage-path", str(work / "ray_results")],
+                env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
+            )  # fmt: skip
+            assert train.returncode == 0, train.stderr[-3000:]
+            wait_for("ready", 60)
+            yield {"url": url, "tracking": tracking, "proc": proc, "work": work, "port": port,
+                   "unreachable": unreachable, "cold_health": cold_health,
+                   "cold_predict": cold_predict,
+                   "trained": json.loads(train.stdout.strip().splitlines()[-1])}  # fmt: skip
     finally:
         stop_group(proc, signal.SIGINT, 60)  # serve run shuts the app and its local Ray down
         log.close()
 
 
 def test_cold_start_answers_no_model_then_serves_the_first_champion(served):
-    detail = ("no model is registered yet (models:/adult-income@champion names no version): "
-              "train one (ray-app train, or the train RayJob); it is served as soon as it is "
-              "registered")  # fmt: skip
+    waiting = ("no model is registered yet (models:/adult-income@champion names no version): "
+               "train one (ray-app train, or the train RayJob); it is served as soon as it is "
+               "registered")  # fmt: skip
+    # Before MLflow is up: still 'no-model' (the replicas are healthy and keep polling), and
+    # the answer says why: the registry at the configured URI did not answer.
+    unreachable = served["unreachable"]
+    assert unreachable["model_version"] is None
+    assert unreachable["detail"].startswith(waiting + " (now: models:/adult-income@champion: "
+                                            f"the registry at {served['tracking']} did not "
+                                            "answer (")  # fmt: skip
+    # MLflow up, nothing registered: the plain answer, on /health and /predict alike.
     assert served["cold_health"] == {"status": "no-model", "model_version": None,
-                                     "detail": detail}  # fmt: skip
+                                     "detail": waiting}  # fmt: skip
     assert served["cold_predict"].status_code == 503
-    assert served["cold_predict"].json() == {"detail": [detail]}
+    assert served["cold_predict"].json() == {"detail": [waiting]}
     # The champion the training registered is served by the same deployment, no redeploy.
     body = predict(served["url"], json=RECORD).json()
     assert body["model_version"] == "1"
@@ -329,7 +346,7 @@ def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatc
     mlflow.set_tracking_uri(served["tracking"])  # create_model_version resolves through it
     client = MlflowClient(served["tracking"])
     first = client.get_model_version("adult-income", "1")
-    second = client.create_model_version("adult-income", first.source, run_id=first.run_id)
+    second = mlflow.register_model(first.source, "adult-income")  # the same logged model
     launch = {"backend": "local", "ray_address": _dashboard(served),
               "tracking_uri": served["tracking"], "serve_port": served["port"]}  # fmt: skip
     replicas = {d: _replica_pid(served, d) for d in ("Api", "Preprocess", "Model")}

@@ -1,29 +1,36 @@
-"""The KubeRay launcher against a fake API that runs KubeRay v1.7's own state machines.
+"""The KubeRay launcher against a fake API server that follows the real one (server-side apply
+with field managers, CRD validation) and runs KubeRay v1.7's own state machines.
 
-tests/kuberay_fake.py derives the RayJob and RayService sequences from the operator's source
-(rayjob_controller.go, rayservice_controller.go at v1.7.0) and runs our port of its admission
-rules; nothing here lists the statuses by hand, so the launcher meets what the operator would
-write, in the order and timing (requeue periods) it would write it.
+tests/fakes/kuberay.py derives the RayJob and RayService sequences from the operator's source
+(rayjob_controller.go, rayservice_controller.go at v1.7.0), applies with tests/fakes/ssa.py
+(structured-merge-diff's rules) and admits with its own port of validation.go; it imports
+nothing from ray_app. Nothing here lists the statuses by hand, so the launcher meets what the
+operator would write, in the order and timing (requeue periods) it would write it.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.client.exceptions import ApiException
 
-from ray_app.core.config import AppConfig, LaunchConfig, ServeConfig
+from ray_app.core.config import AppConfig, LaunchConfig
 from ray_app.platform import manifests as kuberay
 from ray_app.platform.kubecheck import load_crd_schemas, render_overlay
 from ray_app.platform.launch import Job, JobFailed
 from ray_app.platform.launch.base import parse_result
-from ray_app.platform.launch.kuberay import KubeRayJobs, build_rayjob
-from ray_app.serving.config import serve_config
+from ray_app.platform.launch.kuberay import ATTEMPT_START_S, KubeRayJobs, build_rayjob, wait_limit
+from ray_app.platform.pipeline.steps import step_job_name
+from tests.fakes import ssa
 from tests.fakes.kuberay import Clock, FakeKubeRay, JobScript
+from tests.support.procs import REPO
 from tests.support.samples import CRDS, KUBERAY
 
 RESULT = {"test_accuracy": 0.87, "model_version": 3}
@@ -61,7 +68,10 @@ def _job(cfg: LaunchConfig | None = None, name: str = "ray-app-train-abc") -> di
 
 
 def _states(lines: list[str]) -> list[str]:
-    return [ln.split(": ", 1)[1] for ln in lines if ln.startswith("RayJob ray-app/")]
+    """The (jobDeploymentStatus/jobStatus) the launcher saw, in order."""
+    return [ln.split(": ", 1)[1] for ln in lines
+            if ln.startswith("RayJob ray-app/") and "/" in ln.split(": ", 1)[1]
+            and not ln.split(": ", 1)[1].startswith(("adopting", "an earlier"))]  # fmt: skip
 
 
 # --- RayJob -----------------------------------------------------------------------------------
@@ -75,9 +85,10 @@ def test_success_returns_the_json_result_and_cleans_up(schemas):
     assert outcome.result == RESULT
     assert outcome.status == "Complete/SUCCEEDED"
     assert fake.deleted == ["ray-app-train-abc"]
-    # Each state once, in the operator's order (PENDING may pass between two polls).
+    # Each state once, in the operator's order (PENDING may pass between two polls); jobStatus
+    # stays empty until the dashboard knows the submitted job (job L301-L326).
     states = [s for s in _states(lines) if s != "Running/PENDING"]
-    assert states == ["Initializing/-", "Running/RUNNING", "Complete/SUCCEEDED"]
+    assert states == ["Initializing/-", "Running/-", "Running/RUNNING", "Complete/SUCCEEDED"]
 
 
 def test_cluster_selector_with_backoff_limit_is_validation_failed_at_once(schemas):
@@ -98,8 +109,12 @@ def test_cluster_selector_with_backoff_limit_is_validation_failed_at_once(schema
 
 
 def test_the_launchers_own_reuse_cluster_job_is_admitted_and_runs(schemas):
+    """clusterSelector mode: the named RayCluster must exist (job L947-L995)."""
     clock = Clock()
     fake = FakeKubeRay(schemas, clock, {"*": JobScript(0, [(30, "SUCCEEDED", LOGS)])})
+    cluster = next(o for o in render_overlay(KUBERAY / "overlays" / "local")
+                   if o["kind"] == "RayCluster")  # fmt: skip
+    fake.create_namespaced_custom_object("ray.io", "v1", "ray-app", "rayclusters", cluster)
     launcher, _ = _launcher(fake, clock, reuse_cluster="ray-app")
     job = _job(LaunchConfig(reuse_cluster="ray-app"))
     assert "backoffLimit" not in job["spec"] and "rayClusterSpec" not in job["spec"]
@@ -118,6 +133,10 @@ def test_a_failed_attempt_is_retried_by_the_operator(schemas):
     assert states.count("Initializing/-") == 2
     assert states[-1] == "Complete/SUCCEEDED"
     assert fake.jobs["ray-app-train-abc"].obj["status"]["failed"] == 1
+    # The launcher's RayJobs are its own manager's (docs: "Who owns which field").
+    live = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayjobs",
+                                             "ray-app-train-abc")  # fmt: skip
+    assert ssa.owners(live, ("spec", "entrypoint")) == {kuberay.LAUNCH_MANAGER}
 
 
 def test_retries_exhausted_surface_reason_message_and_the_newest_logs(schemas):
@@ -155,19 +174,33 @@ def test_our_own_timeout_stops_polling_and_deletes(schemas):
     assert fake.deleted == ["ray-app-train-abc"]
 
 
+def _fail_a_poll(fake: FakeKubeRay) -> None:
+    """The API answers 503 to the first poll after the job exists (not to the adoption look)."""
+    real, calls = fake.get_namespaced_custom_object, []
+
+    def get(group, version, namespace, plural, name):
+        calls.append(name)
+        if plural == "rayjobs" and len(calls) == 2:
+            raise ApiException(status=503, reason="Service Unavailable")
+        return real(group, version, namespace, plural, name)
+
+    fake.get_namespaced_custom_object = get  # type: ignore[method-assign]
+
+
 def test_an_api_error_while_polling_deletes_the_job_it_gave_up_on(schemas):
     clock = Clock()
     fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, [(60, "SUCCEEDED", LOGS)])})
-    fake.fail_next_get = ApiException(status=503, reason="Service Unavailable")
+    _fail_a_poll(fake)
     launcher, _ = _launcher(fake, clock)  # on-success: but this job may still be running
     with pytest.raises(ApiException):
         launcher.run_manifest(_job())
     assert fake.deleted == ["ray-app-train-abc"]
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, [(60, "SUCCEEDED", LOGS)])})
+    _fail_a_poll(fake)
     launcher, _ = _launcher(fake, clock, cleanup="never")
-    fake.fail_next_get = ApiException(status=503, reason="Service Unavailable")
     with pytest.raises(ApiException):
         launcher.run_manifest(_job(name="ray-app-train-def"))
-    assert fake.deleted == ["ray-app-train-abc"]
+    assert fake.deleted == []
 
 
 def test_complete_without_succeeded_is_a_failure(schemas):
@@ -187,11 +220,13 @@ def test_success_without_a_result_line_is_a_failure(schemas):
 
 
 def test_an_invalid_manifest_is_refused_by_the_api_server(schemas):
+    """A value of the wrong type is a 422 from the CRD's schema (an unknown field would be
+    pruned, not refused: the API server's default field validation)."""
     job = _job()
-    job["spec"]["backoffLimits"] = 3
+    job["spec"]["backoffLimit"] = "three"
     clock = Clock()
     launcher, _ = _launcher(FakeKubeRay(schemas, clock), clock)
-    with pytest.raises(ApiException, match="backoffLimits"):
+    with pytest.raises(ApiException, match="backoffLimit"):
         launcher.run_manifest(job)
 
 
@@ -217,6 +252,89 @@ def test_jobs_take_the_deployed_overlays_cluster_spec(schemas, gke_gpu):
     assert images == {"registry.example/other:9"}
 
 
+def test_the_wait_covers_every_attempt_the_operator_may_make(schemas):
+    """KubeRay resets startTime on each retry (job L887-L917): activeDeadlineSeconds applies per
+    attempt, so tune's 4 h deadline with backoffLimit 1 can run 8 h. The launcher's default
+    wait covers every attempt: a first attempt that fails near its deadline and a second that
+    succeeds is a success, past the 4 h the launcher used to wait."""
+    tune = kuberay.rayjob("tune")
+    assert wait_limit(tune, None) == 2 * (4 * 3600 + ATTEMPT_START_S) > 8 * 3600
+    assert wait_limit(tune, 60) == 60  # a configured limit is the user's choice
+    deadline = kuberay.DEADLINES["tune"]
+    clock = Clock()
+    attempts = [(deadline - 300, "FAILED", FAILED_LOGS), (3000, "SUCCEEDED", LOGS)]
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, attempts)})
+    job = _job()
+    job["spec"]["activeDeadlineSeconds"] = deadline
+    launcher, _ = _launcher(fake, clock, timeout_s=None)
+    assert launcher.run_manifest(job).result == RESULT
+    assert clock.now > 4 * 3600  # where the old default wait (4 h) gave up and deleted it
+    clock = Clock()  # DeadlineExceeded itself is never retried (job L543-L551): no long wait
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, [(deadline + 100, "SUCCEEDED",
+                                                                LOGS)] * 2)})  # fmt: skip
+    launcher, _ = _launcher(fake, clock, timeout_s=None)
+    with pytest.raises(JobFailed, match="DeadlineExceeded"):
+        launcher.run_manifest(job)
+    assert clock.now < deadline + 600
+
+
+def test_a_retried_step_adopts_the_rayjob_of_its_earlier_attempt(schemas):
+    """A KFP retry reruns the step in a new pod: the RayJob's name comes from the run and the
+    task, so the retry finds the job its first attempt created and waits for it instead of
+    starting a second one."""
+    assert step_job_name("train", "run-1", "train-op") == step_job_name("train", "run-1",
+                                                                         "train-op")  # fmt: skip
+    assert step_job_name("train", "run-1", "train-op") != step_job_name("train", "run-2",
+                                                                         "train-op")  # fmt: skip
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(10, [(120, "SUCCEEDED", LOGS)])})
+    name = step_job_name("train", "run-1", "train-op")
+    first = _job(name=name)
+    fake.create_namespaced_custom_object("ray.io", "v1", "ray-app", "rayjobs", first)
+    clock.sleep(60)  # the first attempt's pod dies here (node drained): its job runs on
+    launcher, lines = _launcher(fake, clock)
+    assert launcher.run_manifest(_job(name=name)).result == RESULT
+    assert [j["metadata"]["name"] for j in fake.created] == [name]  # one RayJob, not two
+    assert any("adopting the RayJob of an earlier attempt" in ln for ln in lines)
+
+
+def test_a_retried_step_replaces_an_earlier_attempt_that_failed(schemas):
+    clock = Clock()
+    script = JobScript(10, [(30, "FAILED", FAILED_LOGS)] * 2)
+    fake = FakeKubeRay(schemas, clock, {"*": script})
+    launcher, lines = _launcher(fake, clock)
+    with pytest.raises(JobFailed):
+        launcher.run_manifest(_job())  # both operator attempts fail; kept (on-success)
+    fake.scripts["*"] = JobScript(10, [(30, "SUCCEEDED", LOGS)])  # the cause is fixed
+    assert launcher.run_manifest(_job()).result == RESULT
+    assert any("an earlier attempt ended Failed" in ln for ln in lines)
+    assert fake.deleted[0] == "ray-app-train-abc"
+
+
+@pytest.mark.parametrize(("cleanup", "deleted"), [("on-success", True), ("never", False)])
+def test_sigterm_to_the_step_process_deletes_its_rayjob(cleanup: str, deleted: bool):
+    """A real SIGTERM to a real step process (the pod deleted, the run cancelled): Python's
+    default would end it at once, leaving the RayJob running; the step turns the signal into
+    an exception, so the launcher deletes (or, per `cleanup`, keeps) the job before exiting."""
+    command = [sys.executable, "-m", "tests.support.sigterm_step", cleanup]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        if line.startswith("created RayJob"):
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    name = step_job_name("train", "run-1", "train-op")
+    assert result["deleted"] == ([name] if deleted else [])
+    assert result["running"] == ([] if deleted else [name])
+
+
 def test_parse_result_takes_the_last_json_object_line():
     assert parse_result('{"a": 1}\nnoise {x}\n{"b": 2}\ntrailer\n') == {"b": 2}
     with pytest.raises(JobFailed):
@@ -235,45 +353,153 @@ def test_crd_folder_missing_is_a_clear_error(tmp_path: Path):
         load_crd_schemas(tmp_path)
 
 
-# --- RayService: cold start, in-place updates, NewCluster upgrades, one field manager -------
+# --- RayService: who owns which field, cold start, in-place updates, NewCluster upgrades -------
 
 
-def _service_doc(version: str | None) -> str:
-    uri = f"models:/adult-income/{version}" if version else "models:/adult-income@champion"
-    return yaml.safe_dump(serve_config(ServeConfig(model_uri=uri)), sort_keys=False)
+def _overlay_service(overlay: str = "local") -> dict:
+    return next(o for o in render_overlay(KUBERAY / "overlays" / overlay)
+                if o["kind"] == "RayService")  # fmt: skip
 
 
-def _release_apply(fake: FakeKubeRay, overlay: str = "local", **spec_changes: Any) -> dict:
-    """What the release job does: kubectl apply --server-side --field-manager=ray-app."""
-    service = next(o for o in render_overlay(KUBERAY / "overlays" / overlay)
-                   if o["kind"] == "RayService")  # fmt: skip
-    service["spec"].update(spec_changes)
-    return fake.apply(service, manager=kuberay.FIELD_MANAGER)
+def _release_apply(fake: FakeKubeRay, service: dict | None = None, force: bool = False) -> dict:
+    """What the release job does: `kubectl apply --server-side --field-manager=ray-app-release`
+    of the rendered overlay (which leaves serveConfigV2 to the deploy step)."""
+    return fake.apply(service or _overlay_service(), manager=kuberay.RELEASE_MANAGER, force=force)
 
 
-def _wait_ready(fake: FakeKubeRay, clock: Clock, limit_s: float = 300) -> dict:
-    """kubectl wait --for=condition=Ready rayservice/adult-income."""
-    while clock.now < limit_s:
-        obj = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
-                                                kuberay.SERVICE_NAME)  # fmt: skip
-        ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
-        if ready["status"] == "True":
+def _get_service(fake: FakeKubeRay) -> dict:
+    return fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
+                                             kuberay.SERVICE_NAME)  # fmt: skip
+
+
+def _ready(obj: dict) -> bool:
+    conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+    return conditions.get("Ready", {}).get("status") == "True"
+
+
+def _first_deployment(fake: FakeKubeRay, clock: Clock, launcher: KubeRayJobs) -> dict:
+    """A first deployment: the release's fields, then the Serve config (the champion alias,
+    unpinned) as the deploy step's manager; `kubectl wait --for=condition=Ready`."""
+    _release_apply(fake)
+    launcher.deploy(None)
+    limit = clock.now + 600
+    while clock.now < limit:
+        obj = _get_service(fake)
+        if _ready(obj):
             return obj
         clock.sleep(5)
-    raise AssertionError(f"not Ready after {limit_s} s: {obj['status']}")
+    raise AssertionError(f"not Ready: {_get_service(fake).get('status')}")
+
+
+def test_the_release_and_the_deploy_step_own_disjoint_fields(schemas):
+    """[doc: Server-Side Apply, "Field management"]: the release owns every field of the
+    overlay and never applies serveConfigV2; the deploy step owns serveConfigV2 alone. So a
+    deploy removes nothing the release set, and the next release (without --force-conflicts)
+    neither conflicts nor changes what is served."""
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    fake.registry["champion"] = "1"
+    launcher, _ = _launcher(fake, clock)
+    _first_deployment(fake, clock, launcher)
+    launcher.deploy("2")  # the pipeline pins v2 (it became champion)
+    fake.registry["champion"] = "2"
+    live = _release_apply(fake)  # the next release: no conflict
+    assert ssa.owners(live, ("spec", "serveConfigV2")) == {kuberay.DEPLOY_MANAGER}
+    assert ssa.owned(live, kuberay.DEPLOY_MANAGER) == {".spec.serveConfigV2"}
+    released = ssa.owned(live, kuberay.RELEASE_MANAGER)
+    assert ".spec.rayClusterConfig.rayVersion" in released and ".spec.serveConfigV2" not in released
+    for _ in range(20):
+        clock.sleep(5)
+        _get_service(fake)
+    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "2"
+
+
+def test_the_old_single_manager_deploy_empties_the_rayservice_and_is_refused(schemas):
+    """Today's bug, reproduced: the release applied the whole RayService as `ray-app` and the
+    deploy step applied only serveConfigV2 as the same manager, so server-side apply removed
+    every field the manager stopped applying [doc: "Field management": "If you remove a field
+    from a manifest and apply that manifest, ... it is deleted"]; rayClusterConfig is required
+    by the CRD: 422. The launcher's own manager leaves everything else in place."""
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    whole = _overlay_service()
+    whole["spec"]["serveConfigV2"] = kuberay.serve_config_v2()
+    fake.apply(whole, manager="ray-app")
+    with pytest.raises(ApiException) as err:
+        fake.apply(kuberay.serve_config_apply(kuberay.serve_config_v2()), manager="ray-app",
+                   force=True)  # fmt: skip
+    assert err.value.status == 422 and "rayClusterConfig" in str(err.value.body)
+    launcher, _ = _launcher(fake, clock)
+    launcher.deploy("3")
+    kept = _get_service(fake)
+    assert (
+        kept["spec"]["rayClusterConfig"]
+        == fake.apply.__self__._live(  # unchanged
+            "rayservices", kuberay.SERVICE_NAME
+        )["spec"]["rayClusterConfig"]
+    )
+    assert ssa.owners(kept, ("spec", "serveConfigV2")) == {kuberay.DEPLOY_MANAGER}
+
+
+def test_a_persons_kubectl_patch_of_a_release_field_makes_the_next_release_conflict(schemas):
+    """A merge patch is an Update: it takes ownership of what it changes without conflict
+    [doc: "Conflicts": "... Update operations ... never conflict"]; the release's next apply of
+    its own value then conflicts (409), and --force-conflicts takes the field back. Why the
+    docs say: do not patch release fields by hand (a template RayJob: `ray-app launch`)."""
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    _release_apply(fake)
+    fake.patch_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
+                                        kuberay.SERVICE_NAME,
+                                        {"spec": {"upgradeStrategy": {"type": "None"}}},
+                                        field_manager="kubectl-patch")  # fmt: skip
+    with pytest.raises(ApiException) as err:
+        _release_apply(fake)
+    assert err.value.status == 409 and "upgradeStrategy" in str(err.value.body)
+    forced = _release_apply(fake, force=True)
+    assert forced["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+
+
+def test_the_autoscalers_replicas_make_the_clusters_release_conflict_so_it_forces(schemas):
+    """RayCluster `ray-app`: workerGroupSpecs carries no x-kubernetes-list-type in the KubeRay
+    v1.7.0 CRD, so it is atomic [doc: "Merge strategy": lists default to atomic]; the
+    autoscaler's update of one group's replicas takes the whole list, and the release's next
+    apply of the list conflicts. release.yml applies the RayCluster (only) with
+    --force-conflicts: the release's spec wins, the autoscaler sets replicas again."""
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock)
+    cluster = next(o for o in render_overlay(KUBERAY / "overlays" / "gke")
+                   if o["kind"] == "RayCluster")  # fmt: skip
+    fake.apply(cluster, manager=kuberay.RELEASE_MANAGER)
+    live = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayclusters", "ray-app")
+    groups = live["spec"]["workerGroupSpecs"]
+    groups[0]["replicas"] = 3  # what the autoscaler writes (an update, not an apply)
+    fake.patch_namespaced_custom_object("ray.io", "v1", "ray-app", "rayclusters", "ray-app",
+                                        {"spec": {"workerGroupSpecs": groups}},
+                                        field_manager="autoscaler")  # fmt: skip
+    live = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayclusters", "ray-app")
+    assert ssa.owners(live, ("spec", "workerGroupSpecs")) == {"autoscaler"}
+    with pytest.raises(ApiException) as err:
+        fake.apply(cluster, manager=kuberay.RELEASE_MANAGER)
+    assert err.value.status == 409 and "workerGroupSpecs" in str(err.value.body)
+    forced = fake.apply(cluster, manager=kuberay.RELEASE_MANAGER, force=True)
+    assert forced["spec"]["workerGroupSpecs"][0]["replicas"] == 1
+    assert ssa.owners(forced, ("spec", "workerGroupSpecs")) == {kuberay.RELEASE_MANAGER}
+    # The RayService's workers are not the autoscaler's: it scales the RayCluster KubeRay
+    # made for the service, so the release's RayService apply never needs --force-conflicts.
 
 
 def test_cold_start_is_ready_without_a_model_and_serves_the_first_champion(schemas):
     clock = Clock()
     fake = FakeKubeRay(schemas, clock)  # an empty registry: no champion
-    _release_apply(fake)
-    obj = _wait_ready(fake, clock)  # the release's `kubectl wait` does not wedge
+    launcher, _ = _launcher(fake, clock)
+    obj = _first_deployment(fake, clock, launcher)  # the release's `kubectl wait` does not wedge
     app = obj["status"]["activeServiceStatus"]["applicationStatuses"]["adult-income"]
     assert app["status"] == "RUNNING"
     assert fake.served(kuberay.SERVICE_NAME) == {"status": "no-model", "model_version": None}
     fake.registry["champion"] = "1"  # the first training registers v1 as champion
     clock.sleep(4)
-    fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices", "adult-income")
+    _get_service(fake)
     assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "1"  # no manual step
 
 
@@ -281,18 +507,17 @@ def test_deploy_waits_for_the_new_config_not_the_stale_running_status(schemas):
     clock = Clock()
     fake = FakeKubeRay(schemas, clock)
     fake.registry["champion"] = "1"
-    _release_apply(fake)
-    _wait_ready(fake, clock)
     launcher, _ = _launcher(fake, clock)
+    generation = _first_deployment(fake, clock, launcher)["metadata"]["generation"]
     start = clock.now
     result = launcher.deploy("2")
-    assert result["model_version"] == "2" and result["generation"] == 2
-    # The first poll after the change saw generation 2 observed, Ready and RUNNING (the old
-    # config's status): returning then would have reported v2 while v1 served.
+    assert result["model_version"] == "2" and result["generation"] == generation + 1
+    # The first poll after the change saw the new generation observed, Ready and RUNNING (the
+    # old config's status): returning then would have reported v2 while v1 served.
     assert clock.now - start >= fake.deploy_s
     assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "2"
     call = fake.api_client.calls[-1]
-    assert call["params"] == {"fieldManager": "ray-app", "force": "true"}
+    assert call["params"] == {"fieldManager": kuberay.DEPLOY_MANAGER, "force": "true"}
     assert set(call["body"]["spec"]) == {"serveConfigV2"}  # it owns this one field only
 
 
@@ -305,15 +530,11 @@ def test_a_failed_in_place_update_is_reported_while_the_old_version_serves(schem
     clock = Clock()
     fake = FakeKubeRay(schemas, clock, serve_outcome=outcome)
     fake.registry["champion"] = "1"
-    _release_apply(fake)
-    _wait_ready(fake, clock)
     launcher, _ = _launcher(fake, clock)
+    _first_deployment(fake, clock, launcher)
     with pytest.raises(JobFailed, match=r"DEPLOY_FAILED: RuntimeError: .*99 not found"):
         launcher.deploy("99")
-    obj = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
-                                            "adult-income")  # fmt: skip
-    ready = {c["type"]: c for c in obj["status"]["conditions"]}["Ready"]
-    assert ready["status"] == "True"  # KubeRay's Ready alone would have called this a success
+    assert _ready(_get_service(fake))  # KubeRay's Ready alone would have called this a success
     assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "1"
 
 
@@ -321,21 +542,18 @@ def test_deploy_during_a_new_cluster_upgrade_waits_for_the_promotion(schemas):
     clock = Clock()
     fake = FakeKubeRay(schemas, clock)
     fake.registry["champion"] = "1"
-    _release_apply(fake)
-    _wait_ready(fake, clock)
-    # A release changes the cluster spec (a new image): KubeRay prepares a pending cluster.
-    new_image = _release_apply(fake)["spec"]["rayClusterConfig"]
-    for group in [new_image["headGroupSpec"], *new_image["workerGroupSpecs"]]:
-        group["template"]["spec"]["containers"][0]["image"] = "ray-app:0.1.1"
-    fake.apply({"apiVersion": "ray.io/v1", "kind": "RayService",
-                "metadata": {"name": "adult-income"},
-                "spec": {"rayClusterConfig": new_image}}, manager="ray-app")  # fmt: skip
     launcher, _ = _launcher(fake, clock)
+    _first_deployment(fake, clock, launcher)
+    # A release changes the cluster spec (a new image): KubeRay prepares a pending cluster.
+    release = _overlay_service()
+    cluster = release["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        group["template"]["spec"]["containers"][0]["image"] = "ray-app:0.1.1"
+    _release_apply(fake, release)
     start = clock.now
     assert launcher.deploy("2")["model_version"] == "2"
     assert clock.now - start >= fake.cluster_ready_s  # not before the new cluster took over
-    status = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
-                                               "adult-income")["status"]  # fmt: skip
+    status = _get_service(fake)["status"]
     assert {c["type"]: c["status"] for c in status["conditions"]}["UpgradeInProgress"] == "False"
 
 
@@ -343,40 +561,55 @@ def test_validation_failed_rayservice_fails_deploy_at_once(schemas):
     clock = Clock()
     fake = FakeKubeRay(schemas, clock)
     fake.registry["champion"] = "1"
-    _release_apply(fake)
-    _wait_ready(fake, clock)
-    bad = _release_apply(fake)["spec"]["rayClusterConfig"]
-    bad["headGroupSpec"]["template"]["spec"]["restartPolicy"] = "Always"  # autoscaler v2 rule
-    fake.apply({"apiVersion": "ray.io/v1", "kind": "RayService",
-                "metadata": {"name": "adult-income"},
-                "spec": {"rayClusterConfig": bad}}, manager="ray-app")  # fmt: skip
     launcher, _ = _launcher(fake, clock)
-    with pytest.raises(JobFailed, match="ValidationFailed: restartPolicy for head Pod"):
+    _first_deployment(fake, clock, launcher)
+    bad = _overlay_service()
+    bad["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["restartPolicy"] = (
+        "Always"  # the autoscaler v2 rule (validation.go, restartPolicy for head Pod)
+    )
+    _release_apply(fake, bad)
+    start = clock.now
+    with pytest.raises(JobFailed, match=r"ValidationFailed: .*restartPolicy for head Pod"):
         launcher.deploy("2")
-    assert clock.now < 60
+    assert clock.now - start < 60
 
 
-def test_one_field_manager_keeps_release_and_pipeline_from_conflicting(schemas):
+def test_ray_app_launch_runs_a_copy_of_the_template_and_leaves_the_release_its_fields(
+    schemas, monkeypatch
+):
+    """`ray-app launch train` (the first deployment's training, instead of unsuspending the
+    template by hand): the step's RayJob is a new object on the template's cluster spec; the
+    template stays suspended and owned by the release alone, so the next release applies
+    without a conflict."""
+    from typer.testing import CliRunner
+
+    from ray_app.cli.app import app
+    from ray_app.platform.pipeline import steps
+
     clock = Clock()
-    fake = FakeKubeRay(schemas, clock)
-    fake.registry["champion"] = "1"
-    _release_apply(fake)
-    _wait_ready(fake, clock)
-    launcher, _ = _launcher(fake, clock)
-    launcher.deploy("2")  # the pipeline pins v2 (it became champion)
-    fake.registry["champion"] = "2"
-    # The next release re-applies the whole object, serveConfigV2 with the alias: no conflict,
-    # and the alias resolves to the same champion, so the served model does not go back.
-    _release_apply(fake)
-    for _ in range(20):
-        clock.sleep(5)
-        fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayservices",
-                                          "adult-income")  # fmt: skip
-    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "2"
-    assert fake.managers[("rayservices", "adult-income")]["spec.serveConfigV2"] == "ray-app"
-    # A second manager (what the old client-side `kubectl apply` and the Python client's
-    # merge patch were) conflicts instead of silently taking the field.
-    with pytest.raises(ApiException, match="conflicts"):
-        fake.apply({"apiVersion": "ray.io/v1", "kind": "RayService",
-                    "metadata": {"name": "adult-income"},
-                    "spec": {"serveConfigV2": _service_doc("1")}}, manager="kubectl")  # fmt: skip
+    fake = FakeKubeRay(schemas, clock, {"*": JobScript(0, [(30, "SUCCEEDED", LOGS)])})
+    template = next(o for o in render_overlay(KUBERAY / "overlays" / "local")
+                    if o["metadata"]["name"] == "ray-app-train")  # fmt: skip
+    fake.apply(template, manager=kuberay.RELEASE_MANAGER)
+    seen: list[AppConfig] = []
+
+    def launcher(cfg: AppConfig) -> KubeRayJobs:
+        seen.append(cfg)
+        return KubeRayJobs(fake, fake, cfg, lambda _: None, clock, clock.sleep)
+
+    monkeypatch.setattr(steps, "_launcher", launcher)
+    result = CliRunner().invoke(app, ["launch", "train", "--args", "--epochs 2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == RESULT
+    assert seen[0].launch.backend == "kuberay" and seen[0].launch.namespace == "ray-app"
+    created = fake.created[-1]
+    assert created["metadata"]["name"].startswith("ray-app-train-")
+    assert created["spec"]["entrypoint"] == "ray-app train --json --epochs 2"
+    live = fake.get_namespaced_custom_object("ray.io", "v1", "ray-app", "rayjobs",
+                                             "ray-app-train")  # fmt: skip
+    assert created["spec"]["rayClusterSpec"] == live["spec"]["rayClusterSpec"]  # as stored
+    assert live["spec"]["suspend"] is True
+    assert ssa.owners(live, ("spec", "suspend")) == {kuberay.RELEASE_MANAGER}
+    fake.apply(template, manager=kuberay.RELEASE_MANAGER)  # the next release: no 409
+    bad = CliRunner().invoke(app, ["launch", "evaluate"])
+    assert bad.exit_code != 0 and "KIND is train or tune, not 'evaluate'" in str(bad.exception)

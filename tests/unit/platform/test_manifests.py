@@ -50,13 +50,18 @@ def test_generated_files_are_up_to_date(tmp_path: Path):
         )
 
 
-def test_rayservice_embeds_the_serve_run_config():
+def test_the_deploy_step_applies_the_serve_run_config_and_the_release_leaves_it_out():
     """One document, but for the address: 127.0.0.1 for `serve run` on a laptop, all
-    interfaces in the RayService's pods."""
+    interfaces in the RayService's pods. The release's RayService has no serveConfigV2 (the
+    deploy step's field, docs/kubernetes.md); what the deploy step and the release job's
+    second apply send is the serve run config."""
     service = yaml.safe_load((KUBERAY / "base" / "rayservice.yaml").read_text())
+    assert "serveConfigV2" not in service["spec"]
     serve_run = yaml.safe_load((KUBERAY / "serve-config.yaml").read_text())
     assert serve_run["http_options"]["host"] == "127.0.0.1"
-    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
+    body = kuberay.serve_config_apply(kuberay.serve_config_v2())
+    assert set(body["spec"]) == {"serveConfigV2"}
+    embedded = yaml.safe_load(body["spec"]["serveConfigV2"])
     assert embedded["http_options"]["host"] == "0.0.0.0"
     embedded["http_options"]["host"] = "127.0.0.1"
     assert embedded == serve_run

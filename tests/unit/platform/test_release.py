@@ -98,7 +98,19 @@ def test_release_workflow_pushes_those_tags_and_ships_the_pinned_assets():
     assert '--gpu-digest "$GPU_DIGEST"' in assets
     deploy = " ".join(s.get("run", "") for s in workflow["jobs"]["deploy"]["steps"])
     assert "kuberay-overlays-gke.yaml" in deploy  # the pinned asset, not a re-render
-    assert f"--server-side --field-manager={kuberay.FIELD_MANAGER}" in deploy
+    # The release's fields, then the Serve config as the deploy step's manager.
+    release = deploy.index(f"--server-side --field-manager={kuberay.RELEASE_MANAGER}")
+    serve = deploy.index(f"--server-side --field-manager={kuberay.DEPLOY_MANAGER}")
+    assert release < serve and "rayservice-serve-config.yaml" in deploy[serve:]
+    # Every object of the overlay once: the RayCluster (whose atomic workerGroupSpecs the
+    # autoscaler updates) with --force-conflicts, the others without.
+    applies = [a.split("-f ")[0] for a in deploy.split('kubectl" apply')[1:]]
+    overlay = [a for a in applies if kuberay.RELEASE_MANAGER in a]
+    assert len(overlay) == 2
+    others, cluster = overlay
+    assert "-l 'app.kubernetes.io/component!=cluster'" in others and "force" not in others
+    assert "--force-conflicts -l app.kubernetes.io/component=cluster" in cluster
+    assert kuberay.raycluster()["metadata"]["labels"]["app.kubernetes.io/component"] == "cluster"
     assert "sed " not in deploy
 
 

@@ -1,0 +1,1 @@
+"""Tests of the fakes the integration tests stand on."""
