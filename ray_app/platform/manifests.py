@@ -39,7 +39,7 @@ DEPLOY_MANAGER = "ray-app-deploy"
 LAUNCH_MANAGER = "ray-app-launcher"  # creates (and deletes) the jobs' own RayJobs
 # An optional pull secret for a private registry (new GHCR packages are private): every pod
 # spec names it; while it does not exist the kubelet pulls without it (and logs a warning).
-PULL_SECRET = "ray-app-registry"
+PULL_SECRET = "ray-app-registry"  # pragma: allowlist secret (a Secret name)
 API_KEY_ENV = "RAY_APP_API_KEY"  # pragma: allowlist secret (a variable name)
 JobKind = Literal["train", "tune"]
 # Seconds a job may run before KubeRay fails it (DeadlineExceeded).
