@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray_app.core.config import RayConfig
 from ray_app.core.errors import UserError
 from ray_app.core.settings import Settings
@@ -93,5 +95,35 @@ def ensure_ray(cfg: RayConfig) -> str:
     # asks the State API whether a Train controller is alive, never frees the worker group of a
     # controller that was killed (a Tune trial stopped by ASHA): the CPUs stayed reserved and the
     # next distributed trial waited for ever. See ray/_private/services.py (modules-to-load).
-    ray.init(address="local", include_dashboard=True, log_to_driver=True)
+    _start_local(ray)
     return "local"
+
+
+def _start_local(ray: Any) -> None:
+    """`ray.init` of a fresh local Ray whose processes all know its dashboard's address.
+
+    The State API calls Ray makes inside workers (Train V2's PlacementGroupCleaner) look for
+    "the" Ray of the machine when RAY_ADDRESS is unset; with a second Ray running (a `ray
+    start` head, another command's local Ray) they fail ("Found multiple active Ray
+    instances") and a stopped trial's worker group is never freed. So the dashboard gets a
+    port chosen here, and RAY_ADDRESS names it while Ray starts: the raylet inherits it and
+    passes it to every worker. This process's own environment is left as it was."""
+    import os
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    url = f"http://127.0.0.1:{port}"
+    os.environ.update(RAY_ADDRESS=url)
+    try:
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                           dashboard_port=port, log_to_driver=True)  # fmt: skip
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+    if context.dashboard_url and not context.dashboard_url.endswith(f":{port}"):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "Ray's dashboard took %s, not the port %s its workers were told", context.dashboard_url,
+            port)  # fmt: skip

@@ -27,8 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from ray_app.core.schema import NUMERIC_COLUMNS
 from ray_app.platform.kubecheck import render_overlay
-from ray_app.serving.config import SERVE_ENV
-from tests.support.procs import REPO, free_port, ray_head
+from tests.support.procs import REPO
 from tests.support.samples import RECORD
 
 pytestmark = pytest.mark.slow
@@ -41,23 +40,6 @@ def rendered() -> dict[str, dict]:
     """The local overlay, rendered by kubectl kustomize: 'Kind/name' -> object."""
     objs = render_overlay(REPO / "kuberay" / "overlays" / "local")
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in objs}
-
-
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    """A head as the RayService's pods have it: SERVE_ENV and MLFLOW_TRACKING_URI set."""
-    work = tmp_path_factory.mktemp("kube")
-    env = {
-        **SERVE_ENV,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        # HAProxy's stats and metrics listeners get free ports too (defaults 8404, 9101).
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-    }
-    # 4 logical CPUs on this 2-core box: a deployed Serve graph holds 2 (as a RayService's own
-    # cluster would), and the pipeline tests still train on the same head after a deploy.
-    with ray_head(work / "head.log", env, num_cpus=4) as (url, head_env):
-        yield {"url": url, "env": head_env, "work": work, "serve_port": free_port()}
 
 
 def test_a_token_head_refuses_a_command_without_its_token_in_seconds(head, tmp_path):
@@ -104,25 +86,29 @@ def _submit(head: dict, job: dict, name: str, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(head, rendered) -> dict:
-    """The train RayJob's payload, as is: full default training, registered as champion."""
-    return _submit(head, rendered["RayJob/ray-app-train"], "rayjob-train")
+    """The train RayJob's entrypoint and runtime env, on 6,000 rows and 3 epochs (what the
+    payload proves does not depend on the data's size; the default run's quality is
+    benchmarks/train_bench.py's claim)."""
+    return _submit(head, rendered["RayJob/ray-app-train"], "rayjob-train", "--subsample",
+                   "6000", "--epochs", "3")  # fmt: skip
 
 
 def test_rayjob_train_payload_trains_and_registers(trained):
     assert trained["model_version"] == 1
     assert trained["champion"]["promoted"] is True
-    # The default configuration's quality on adult.test (README: 0.8716 / 0.2799).
-    assert trained["test_accuracy"] >= 0.86
-    assert trained["test_log_loss"] <= 0.30
+    # Learned something: the majority class alone is 0.76 accurate, log loss 0.55.
+    assert trained["test_accuracy"] >= 0.82
+    assert trained["test_log_loss"] <= 0.40
 
 
 def test_rayjob_tune_payload_searches_and_registers(head, rendered, trained):
-    """The tune RayJob's entrypoint and runtime env, its 16-trial ASHA search and retrain on
-    6,000 rows (the train payload above runs on the full data, as is)."""
-    result = _submit(head, rendered["RayJob/ray-app-tune"], "rayjob-tune", "--subsample", "6000")
-    assert result["trials"] == 16
+    """The tune RayJob's entrypoint and runtime env: a search (4 trials of 2 epochs on 3,000
+    rows; ASHA's early stopping is tests/integration/training/test_tune.py's claim) and the
+    retrain of the best, registered."""
+    result = _submit(head, rendered["RayJob/ray-app-tune"], "rayjob-tune", "--subsample", "3000",
+                     "--num-samples", "4", "--max-epochs", "2")  # fmt: skip
+    assert result["trials"] == 4
     assert result["errored"] == 0
-    assert result["epochs_consumed"] < result["full_budget_epochs"]  # ASHA stopped some
     assert result["model_version"] == 2
 
 
@@ -139,16 +125,7 @@ def _serve_api(head: dict, method: str, doc: dict | None = None) -> int:
         return int(response.status)
 
 
-@pytest.fixture()
-def serve_apps(head):
-    """Serve's replicas hold the head's CPUs: remove the apps afterwards (RayService gets a
-    cluster of its own on Kubernetes; here one head serves every test)."""
-    yield
-    _serve_api(head, "DELETE")
-    time.sleep(5)
-
-
-def test_rayservice_serve_config_v2_answers_health_and_predict(head, rendered, serve_apps):
+def test_rayservice_serve_config_v2_answers_health_and_predict(head, rendered):
     """The RayService's serveConfigV2, as the release job and the deploy step apply it (the
     deploy step's field: `ray-app serve-config --rayservice`), through the Serve REST API."""
     assert "serveConfigV2" not in rendered["RayService/adult-income"]["spec"]
@@ -225,9 +202,9 @@ def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Pat
     health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
     assert health["model_version"] == str(champion)
 
-    # The worse candidate is a deep ensemble of 2 (the RayJob trains it, evaluate-op scores
-    # it through the pyfunc): the pipeline carries `ray-app train` options through.
-    second = run("--train-args", "--subsample 3000 --epochs 1 --lr 1e-5 --ensemble 2",
+    # The worse candidate: one epoch at a tiny learning rate, with a batch size the run
+    # logs (the pipeline carries `ray-app train` options through to the RayJob).
+    second = run("--train-args", "--subsample 3000 --epochs 1 --lr 1e-5 --batch-size 512",
                  "--pipeline-root", str(tmp_path / "runs2"))  # fmt: skip
     assert succeeded("evaluate-op", second)
     assert "deploy-op" not in second  # the dsl.If(improved) branch was not taken
@@ -235,7 +212,8 @@ def test_pipeline_deploys_a_better_model_and_not_a_worse_one(head, tmp_path: Pat
     versions = client.search_model_versions("name='adult-income'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3]
     third = client.get_run(str(client.get_model_version("adult-income", "3").run_id))
-    assert third.data.metrics["ensemble_members"] == 2
+    params = third.data.params
+    assert (params["train.lr"], params["train.batch_size"]) == ("1e-05", "512")
     assert client.get_model_version_by_alias("adult-income", "champion").version == champion
     health = httpx.get(f"http://127.0.0.1:{head['serve_port']}/health", timeout=10).json()
     assert health["model_version"] == str(champion)

@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import REPO, ray_head
+from tests.support.procs import REPO
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture()
-def head(tmp_path: Path):
-    with ray_head(tmp_path / "head.log") as (url, env):
-        yield url, env
-
-
 def test_ray_job_submit_runs_the_train_command(head, tmp_path: Path):
-    url, env = head
+    url, env = head["url"], head["env"]  # the tier's shared head (tests/e2e/conftest.py)
     proc = subprocess.run(
         [
             str(BIN / "ray"),

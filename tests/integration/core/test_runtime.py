@@ -110,3 +110,14 @@ def test_config_show_prints_the_tree_and_a_file_and_flags_override_it(tmp_path):
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2
     assert str(run) in bad.stderr and "train.max_epoch" in bad.stderr
+
+
+def test_train_runs_on_its_config_file_with_flags_over_it_and_logs_the_tree(small_model):
+    """The tier's small model was trained with `--config run.yaml` (subsample 3000,
+    max_epochs 5, a storage path) and `--epochs 2` on the command line, on the shared head
+    (`--ray-address`): the run logged the whole tree it really used."""
+    tree, result = small_model["config"], small_model["result"]
+    assert (tree["data"]["subsample"], tree["train"]["max_epochs"]) == (3000, 2)
+    assert tree["ray"]["storage_path"] == str(small_model["work"] / "rr")
+    assert result["epochs_run"] <= 2 and result["model_version"] == 1
+    assert Path(result["checkpoint"]).is_relative_to(small_model["work"] / "rr")

@@ -25,7 +25,6 @@ from ray_app.ml.features import Preprocessor
 from ray_app.ml.scoring import Scorer, model_ready
 from ray_app.serving.batch import predict_files
 from ray_app.training.rows import EncodedData
-from tests.support.procs import ENV
 from tests.support.samples import DATA, GOOD_ROW, HEADER, KAGGLE, write_layout
 
 pytestmark = pytest.mark.slow
@@ -114,19 +113,14 @@ def test_batch_scoring_scores_every_valid_row_and_reports_the_others(local_ray, 
     np.testing.assert_allclose(out["probability"].to_numpy(), expected, atol=1e-6)
 
 
-def test_predict_cli_scores_a_registered_model(tmp_path):
-    """`ray-app predict` end to end: a registered model, a Parquet folder in, Parquet out."""
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    train = subprocess.run(
-        ["ray-app", "train", "--subsample", "3000", "--epochs", "1", "--json",
-         "--tracking-uri", tracking, "--storage-path", str(tmp_path / "rr")],
-        env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
-    assert train.returncode == 0, train.stderr[-3000:]
+def test_predict_cli_scores_a_registered_model(small_model, head, tmp_path):
+    """`ray-app predict` end to end: a registered model (the tier's small one), a file in,
+    Parquet out, on the shared head."""
     proc = subprocess.run(
         ["ray-app", "predict", "--data", str(DATA / "adult.test"), "--out",
-         str(tmp_path / "scored"), "--tracking-uri", tracking, "--json"],
-        env=ENV, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+         str(tmp_path / "scored"), "--tracking-uri", small_model["tracking"], "--json",
+         "--ray-address", head["address"]],
+        env=head["env"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -147,7 +141,7 @@ def test_training_streams_a_shard_that_does_not_fit_the_cache(local_ray, quick_c
     assert result["test_accuracy"] > majority
 
 
-def test_the_train_command_refuses_a_test_file_that_repeats_training_rows(tmp_path):
+def test_the_train_command_refuses_a_test_file_that_repeats_training_rows(head, tmp_path):
     """The Ray Data path of the leak guard (overlap counted per file in Ray tasks), through the
     CLI: the seed's adult.csv holds adult.test's rows, so with adult.test as the test file the
     run stops before training, exit 2, one line, no traceback."""
@@ -156,8 +150,8 @@ def test_the_train_command_refuses_a_test_file_that_repeats_training_rows(tmp_pa
     write_layout(both, seed_csv, KAGGLE)
     proc = subprocess.run(
         [sys.executable, "-m", "ray_app.cli.app", "train", "--data", str(seed_csv),
-         "--test-data", str(DATA / "adult.test")],
-        capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path,
+         "--test-data", str(DATA / "adult.test"), "--ray-address", head["address"]],
+        capture_output=True, text=True, timeout=120, env=head["env"], cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "16281 of 16281 test rows (100.00%) repeat rows of the training file" in " ".join(

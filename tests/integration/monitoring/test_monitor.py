@@ -26,6 +26,7 @@ from ray_app.ml.drift import (
     feature_psi,
 )
 from ray_app.ml.features import Preprocessor
+from tests.integration.conftest import registry_copy
 from tests.support.procs import ENV, REPO
 
 
@@ -101,24 +102,11 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """`ray-app train` (3,000 rows, 2 epochs) into a fresh store; clean and shifted rows."""
+def trained(small_model, tmp_path_factory):
+    """The tier's small model (3,000 rows, 2 epochs) in a registry of this module's own (the
+    retrain registers into it); clean and shifted rows."""
     work = tmp_path_factory.mktemp("monitor")
-    tracking = f"sqlite:///{work / 'mlflow.db'}"
-    # Settings from a config file (`--config`), one of them overridden on the command line.
-    (work / "run.yaml").write_text("data:\n  subsample: 3000\ntrain:\n  max_epochs: 5\n")
-    proc = subprocess.run(
-        ["ray-app", "train", "--config", str(work / "run.yaml"), "--epochs", "2", "--json",
-         "--tracking-uri", tracking, "--storage-path", str(work / "rr")],
-        env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["epochs_run"] <= 2
-    mlflow.set_tracking_uri(tracking)
-    logged = mlflow.artifacts.load_text(f"runs:/{result['mlflow_run_id']}/config.yaml")
-    tree = yaml.safe_load(logged)  # the full tree, logged with the run
-    assert (tree["data"]["subsample"], tree["train"]["max_epochs"]) == (3000, 2)
+    tracking = registry_copy(small_model, work)
     test = read_table(REPO / "data" / "adult.test")
     shifted = test.head(3000).copy()
     shifted["age"] = (shifted["age"] + 15).clip(upper=90)
@@ -188,8 +176,6 @@ def test_alerts_and_dashboard_use_metrics_the_api_exports():
     """Every metric the PrometheusRule and the Grafana dashboard query is one a replica's
     /metrics really carries (a renamed metric would silently break the alert)."""
     import re
-
-    import yaml
 
     from ray_app.serving.metrics import ApiMetrics
 

@@ -32,7 +32,7 @@ from ray_app.serving.config import SERVE_ENV, render_config, serve_config
 from ray_app.serving.graph import API_MAX_ONGOING
 from ray_app.serving.guards import NO_KEY
 from ray_app.serving.schemas import BUSY
-from tests.support.procs import ENV, REPO, descendants, free_port, stop_group
+from tests.support.procs import ENV, REPO, descendants, free_port, stop_group, with_env
 from tests.support.samples import RECORD
 from tests.support.services import mlflow_server
 
@@ -124,7 +124,13 @@ def served(tmp_path_factory):
                    "cold_predict": cold_predict,
                    "trained": json.loads(train.stdout.strip().splitlines()[-1])}  # fmt: skip
     finally:
-        stop_group(proc, signal.SIGINT, 60)  # serve run shuts the app and its local Ray down
+        # serve run shuts the app and its local Ray down; past 10 s (Serve drains replicas for
+        # up to 20 s) the tree is killed by PID: nothing outlives the module either way.
+        stop_group(proc, signal.SIGINT, 10)
+        # An HAProxy respawned on reload is re-parented to init: this run's token names it.
+        for pid in with_env(f"RAY_AUTH_TOKEN={TOKEN}"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         log.close()
 
 
@@ -284,14 +290,27 @@ def _replica_pid(served: dict, deployment: str) -> int:
 
 
 def _dashboard(served: dict) -> str:
-    """serve run's own Ray dashboard (Serve's REST API), read from its process tree."""
+    """serve run's own Ray dashboard (Serve's REST API). Its command line names the port it
+    asked for (8265); another Ray on the machine may hold that one, and the dashboard then
+    takes the next free one (--port-retries): the one that accepts this run's token is it."""
     for pid in descendants(served["proc"].pid):
         line = _cmdline(pid)
         if "dashboard/dashboard.py" in line:
             port = re.search(r"--port[= ](\d+)", line)
             host = re.search(r"--host[= ](\S+)", line)
             if port:
-                return f"http://{host.group(1) if host else '127.0.0.1'}:{port.group(1)}"
+                base = f"http://{host.group(1) if host else '127.0.0.1'}"
+                for candidate in range(int(port.group(1)), int(port.group(1)) + 50):
+                    try:
+                        answer = httpx.get(
+                            f"{base}:{candidate}/api/version",
+                            timeout=2,
+                            headers={"Authorization": f"Bearer {TOKEN}"},
+                        )
+                    except httpx.HTTPError:
+                        continue
+                    if answer.status_code == 200:
+                        return f"{base}:{candidate}"
     raise AssertionError("no dashboard process under serve run")
 
 

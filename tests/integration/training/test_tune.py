@@ -94,7 +94,7 @@ def test_an_interrupted_search_resumes_without_rerunning_or_duplicating(tmp_path
     trials are not run again, the total is num_samples, one MLflow child run per trial."""
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
-    samples, epochs = 8, 6
+    samples, epochs = 6, 3
     cmd = [str(BIN / "ray-app"), "tune", "--name", "s", "--num-samples", str(samples),
            "--max-concurrent", "1", "--max-epochs", str(epochs), "--scheduler", "fifo",
            "--no-retrain", "--subsample", "3000", "--json", "--tracking-uri", tracking,
