@@ -23,8 +23,22 @@ app = typer.Typer()
 def monitor(
     options: Overrides,
     data_path: Annotated[
-        str, typer.Option("--data", help="file, folder, glob or URI of recent rows (CSV/Parquet)")
-    ],
+        str | None,
+        typer.Option(
+            "--data",
+            help="the prediction log (default: the one the serving graph "
+            "writes), or a file, folder, glob or URI of recent rows (CSV/Parquet)",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="a prediction log's window: 24h, 7d, or an ISO start time (default: all)"
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="CSV/Parquet of request_id,income to join to the log")
+    ] = None,
     model_uri: ModelUriOpt = None,
     out: Annotated[Path | None, typer.Option(help="report folder")] = None,
     retrain: Annotated[bool, typer.Option(help="on drift or a performance drop, train")] = False,
@@ -51,7 +65,9 @@ def monitor(
             "backend": "local", "ray_address": ray_address,
             "tracking_uri": cfg.tracking.tracking_uri})  # fmt: skip
     uri = model_uri or cfg.tracking.champion_uri
-    with stdout_for_result(as_json), err.status(f"checking {data_path} against {uri}"):
-        report = run_monitor(cfg, data_path, uri, out, train_args if retrain else None,
-                             cast(Where, launch), dry_run, Settings())  # fmt: skip
+    settings = Settings()
+    source = data_path or settings.prediction_log_location(None)
+    with stdout_for_result(as_json), err.status(f"checking {source} against {uri}"):
+        report = run_monitor(cfg, source, uri, out, train_args if retrain else None,
+                             cast(Where, launch), dry_run, settings, since, labels)  # fmt: skip
     emit(report, as_json, "monitoring report")

@@ -98,7 +98,9 @@ SEARCH = [
     Opt("--retrain/--no-retrain", "search.retrain", bool, "retrain and register the best config"),
 ]  # fmt: skip
 MONITOR = [Opt("--threshold", "monitor.psi_threshold", float, "PSI above which a feature "
-               "drifted")]  # fmt: skip
+               "drifted"),
+           Opt("--retention-days", "monitor.retention_days", int, "a prediction log's "
+               "partitions older than this many days are removed (default: kept)")]  # fmt: skip
 GROUPS: dict[str, list[Opt]] = {"data": DATA, "subsample": SUBSAMPLE, "ray": RAY,
                                 "tracking": TRACKING, "train": TRAIN, "search": SEARCH,
                                 "monitor": MONITOR}  # fmt: skip

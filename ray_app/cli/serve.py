@@ -28,18 +28,29 @@ def serve(
     host: Annotated[str, typer.Option(help="HTTP host")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = SERVE_PORT,
     ray_address: Annotated[str | None, typer.Option(help="existing Ray (default: local)")] = None,
+    prediction_log: Annotated[
+        str | None,
+        typer.Option(
+            help="where the prediction log goes: a folder or s3:// / gs:// URI, 'off' "
+            "(default: RAY_APP_PREDICTION_LOG, else ./ray_results/predictions)"
+        ),
+    ] = None,
 ) -> None:
     """`serve run` the Serve config locally (a local Ray is started), on embedded defaults."""
+    from ray_app.core.settings import Settings
     from ray_app.serving.config import local_serve_run
 
     cfg = config(options)
-    # Replicas do not share this process's working directory.
+    # Replicas do not share this process's working directory: paths are made absolute here.
+    where = Settings().prediction_log_location(prediction_log or cfg.serve.prediction_log.location)
+    log = cfg.serve.prediction_log.model_copy(update={"location": where or "off"})
     args = cfg.serve.model_copy(update={
         "model_uri": model_uri or cfg.tracking.champion_uri,
         "bundle_dir": str(bundle_dir.resolve()) if bundle_dir else None,
-        "tracking_uri": absolute_sqlite(cfg.tracking.tracking_uri)})  # fmt: skip
+        "tracking_uri": absolute_sqlite(cfg.tracking.tracking_uri),
+        "prediction_log": log})  # fmt: skip
     argv, env, path = local_serve_run(args, host, port, ray_address)
-    err.print(f"serve run {path}  ->  http://{host}:{port}/docs")
+    err.print(f"serve run {path}  ->  http://{host}:{port}/docs  (prediction log: {where})")
     os.execve(argv[0], argv, {**os.environ, **env})
 
 

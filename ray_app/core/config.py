@@ -9,10 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ray_app.core import constants as c
 from ray_app.core.errors import UserError
+from ray_app.core.schema import FEATURE_COLUMNS
 from ray_app.core.settings import Settings
 
 PathOrUri = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
@@ -147,6 +156,33 @@ class SearchConfig(_Strict):
     retrain: bool = True
 
 
+class PredictionLogConfig(BaseModel):
+    """The serving graph's prediction log (`ray_app.serving.predlog`): every scored record,
+    written off the request path as Parquet under `<location>/records/date=YYYY-MM-DD/`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # None: RAY_APP_PREDICTION_LOG, else `<RAY_APP_STORAGE_PATH or ./ray_results>/predictions`,
+    # resolved in the replica (so `serve run` and the RayService share one document); "off":
+    # no log; otherwise a folder or an s3:// / gs:// URI.
+    location: str | None = Field(None, description="folder or URI; 'off': no log")
+    sample_rate: float = Field(1.0, gt=0.0, le=1.0, description="share of records logged")
+    exclude: list[str] = Field(default_factory=list, description="features never written (privacy)")
+    flush_s: float = Field(10.0, gt=0.0, description="a file is written at least this often")
+    file_rows: int = Field(100_000, ge=1, description="a file is written at this many rows")
+    buffer_rows: int = Field(
+        200_000, ge=1, description="rows held while the sink is slow; more are dropped, counted"
+    )
+
+    @field_validator("exclude")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(FEATURE_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; expected some of {FEATURE_COLUMNS}")
+        return value
+
+
 class ServeConfig(BaseModel):
     """`args` of the Serve application (the `args:` block of the Serve config YAML)."""
 
@@ -171,6 +207,7 @@ class ServeConfig(BaseModel):
     # reference, once at least `drift_min_rows` have been seen (fewer give noisy PSI).
     drift_window: int = Field(5000, ge=100, description="rows in the drift window")
     drift_min_rows: int = Field(500, ge=1, description="rows before PSI is exported")
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
 class LaunchConfig(BaseModel):
@@ -214,6 +251,10 @@ class MonitorConfig(_Strict):
     log_loss_tolerance: float = Field(
         0.10, ge=0.0, description="live log loss this share above the model's test log loss: "
         "a performance drop"
+    )  # fmt: skip
+    retention_days: int | None = Field(
+        None, ge=1, description="a prediction log's partitions older than this are removed "
+        "by the monitor run (None: kept)"
     )  # fmt: skip
 
 

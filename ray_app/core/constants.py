@@ -30,6 +30,9 @@ SHARED_PVC = "ray-shared"
 SHARED_MOUNT = "/mnt/ray-shared"
 # Ray Train's storage_path must be reachable from every node: the RWX volume, not a pod's disk.
 CLUSTER_STORAGE_PATH = f"{SHARED_MOUNT}/ray_results"
+# The prediction log: the RayService's ingress writes it, the monitor CronJob reads it (both
+# get this one value as RAY_APP_PREDICTION_LOG).
+CLUSTER_PREDICTION_LOG = f"{SHARED_MOUNT}/predictions"
 # Namespace-qualified, so pipeline pods in KFP's namespaces reach it too.
 CLUSTER_TRACKING_URI = f"http://mlflow.{NAMESPACE}.svc:5000"
 CLUSTER_NAME = "ray-app"

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
     storage_path: Path | None = Field(None, validation_alias="RAY_APP_STORAGE_PATH")
     data_dir: Path | None = Field(None, validation_alias="RAY_APP_DATA_DIR")
+    # Where the serving graph logs what it scores and the monitor reads it (one setting for
+    # both; the RayService's pods and the monitor CronJob get the same value).
+    prediction_log: str | None = Field(None, validation_alias="RAY_APP_PREDICTION_LOG")
     # /predict's API keys, comma-separated (two during a rotation); empty: open.
     api_keys: SecretStr = Field(SecretStr(""), validation_alias="RAY_APP_API_KEY")
     kuberay_crds: Path | None = Field(None, validation_alias="RAY_APP_KUBERAY_CRDS")
@@ -36,6 +39,17 @@ class Settings(BaseSettings):
     # `module:function` called after every epoch in every training process (instrumentation;
     # the tests install their fault injection here). Unset in normal use.
     epoch_hook: str | None = Field(None, validation_alias="RAY_APP_EPOCH_HOOK")
+
+    def prediction_log_location(self, location: str | None) -> str | None:
+        """Where the prediction log lives: `location` when set ("off": nowhere, None), else
+        RAY_APP_PREDICTION_LOG, else `<RAY_APP_STORAGE_PATH or ./ray_results>/predictions`
+        (local folders made absolute, so every process names the same one)."""
+        if location == "off":
+            return None
+        found = location or self.prediction_log
+        if found is None:
+            found = str((self.storage_path or Path("ray_results")) / "predictions")
+        return found if "://" in found else str(Path(found).expanduser().resolve())
 
     def keys(self) -> tuple[bytes, ...]:
         """The API keys, one per comma-separated entry (blank entries ignored)."""

@@ -17,6 +17,7 @@ import yaml
 
 from ray_app.core.constants import (
     CLUSTER_NAME,
+    CLUSTER_PREDICTION_LOG,
     CLUSTER_STORAGE_PATH,
     CLUSTER_TRACKING_URI,
     NAMESPACE,
@@ -68,7 +69,8 @@ def security_context() -> dict[str, Any]:
 
 def _env(extra: dict[str, str]) -> list[dict[str, str]]:
     base = {"MLFLOW_TRACKING_URI": CLUSTER_TRACKING_URI,
-            "RAY_APP_STORAGE_PATH": CLUSTER_STORAGE_PATH}  # fmt: skip
+            "RAY_APP_STORAGE_PATH": CLUSTER_STORAGE_PATH,
+            "RAY_APP_PREDICTION_LOG": CLUSTER_PREDICTION_LOG}  # fmt: skip
     return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
 
 

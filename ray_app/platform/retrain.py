@@ -8,7 +8,8 @@ import shlex
 from pathlib import Path
 from typing import Any, Literal
 
-from ray_app.core.config import AppConfig
+from ray_app.core.config import AppConfig, ServeConfig
+from ray_app.core.errors import UserError
 from ray_app.core.settings import Settings
 from ray_app.platform.launch import Job, Launcher, job_name, make_launcher
 from ray_app.platform.launch.here import HereJobs
@@ -33,20 +34,51 @@ def retrain(cfg: AppConfig, train_args: str, where: Where, dry_run: bool,
             "champion": result.get("champion")}  # fmt: skip
 
 
-def monitor(cfg: AppConfig, data: str, model_uri: str, out: Path | None, retrain_args: str | None,
-            where: Where, dry_run: bool, settings: Settings) -> dict[str, Any]:  # fmt: skip
+def monitor(cfg: AppConfig, data: str | None, model_uri: str, out: Path | None,
+            retrain_args: str | None, where: Where, dry_run: bool, settings: Settings,
+            since: str | None = None, labels: str | None = None) -> dict[str, Any]:  # fmt: skip
     """`ray-app monitor`: the check, its report (folder, MLflow run), and with `retrain_args`
-    (not None) the training job when the check says drift or a performance drop."""
+    (not None) the training job when the check says drift or a performance drop.
+
+    Args:
+        data: a prediction log's root, or a file/folder/glob/URI of rows; None: the log the
+            serving graph writes (RAY_APP_PREDICTION_LOG, else <storage>/predictions).
+        model_uri: the served model (an alias); a log's rows are judged against the
+            reference of the version that scored them, a file's against this one.
+        since: a log's window ('24h'); labels: a CSV/Parquet of request_id,income.
+    Returns:
+        The report (JSON-able): drift, performance, per-version figures, retrain.
+    """
     import time
 
+    from ray_app.data import predlog
     from ray_app.monitoring import monitor as checks
     from ray_app.monitoring import report as reports
+    from ray_app.serving.config import model_uri_of
     from ray_app.tracking import store
     from ray_app.tracking.registry import pin, registry_bundle
 
     store.set_tracking(cfg.tracking)
-    uri, version = pin(model_uri, None)
-    report = checks.check(data, registry_bundle(uri), version, cfg.monitor)
+    source = data or settings.prediction_log_location(None)
+    assert source is not None  # location None never resolves to "off"
+    if predlog.is_prediction_log(source):
+        removed = []
+        if cfg.monitor.retention_days is not None:
+            removed = predlog.remove_older_than(source, cfg.monitor.retention_days)
+        named = ServeConfig(model_uri=model_uri)
+
+        def bundle_for(version: str) -> Path:
+            return registry_bundle(model_uri_of(named, version))
+
+        window = predlog.parse_since(since) if since else None
+        report = checks.check_log(source, window, labels, bundle_for, cfg.monitor, cfg.ray)
+        report["retention"] = {"days": cfg.monitor.retention_days, "removed": removed}
+    else:
+        if since or labels:
+            raise UserError(f"{source}: --since and --labels apply to a prediction log (a "
+                            "folder with records/), not to a file of rows")  # fmt: skip
+        uri, version = pin(model_uri, None)
+        report = checks.check(source, registry_bundle(uri), version, cfg.monitor)
     folder = out or Path("monitoring") / time.strftime("%Y%m%d-%H%M%S")
     reports.write_report(report, folder)
     report["report"] = str(folder)

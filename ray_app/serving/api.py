@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): /predict, /health, /metrics, /docs.
+"""The HTTP API (FastAPI): /predict, /feedback, /health, /metrics, /docs.
 
 Shared by the Ray Serve ingress (`ray_app.serving.graph`) and the plain single-process server
 (`ray_app.serving.plain`), so both validate and answer identically; only the scoring backend
@@ -7,6 +7,8 @@ differs.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,10 +23,14 @@ from ray_app.core.config import MAX_BODY_BYTES
 from ray_app.core.schema import FEATURE_COLUMNS, label_name
 from ray_app.serving.guards import GuardMiddleware
 from ray_app.serving.metrics import ApiMetrics, MeasureMiddleware
+from ray_app.serving.predlog import PredictionLog
 from ray_app.serving.schemas import (
+    FEEDBACK_ERRORS,
     PREDICT_ERRORS,
     RETRY,
+    FeedbackResponse,
     Health,
+    Label,
     PredictResponse,
     Record,
     Unavailable,
@@ -75,6 +81,7 @@ class Backend:
     max_body_bytes: Callable[[], int] = lambda: MAX_BODY_BYTES
     keys: Callable[[], tuple[bytes, ...]] = tuple
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
+    log: Callable[[], PredictionLog | None] = lambda: None
 
     def no_model(self) -> str:
         """What a 'no-model' answer says: what the app waits for and, when the backend knows,
@@ -94,9 +101,10 @@ def create_api(
     max_body_bytes: Callable[[], int] = lambda: MAX_BODY_BYTES,
     keys: Callable[[], tuple[bytes, ...]] = tuple,
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+    log: Callable[[], PredictionLog | None] = lambda: None,
 ) -> FastAPI:
     """The FastAPI app over a scoring backend (`Backend` says what each argument is)."""
-    backend = Backend(get_scoring, max_records, waiting_for, max_body_bytes, keys, drift)
+    backend = Backend(get_scoring, max_records, waiting_for, max_body_bytes, keys, drift, log)
     app = FastAPI(
         title="Adult income API",
         description="P(income > 50K) for UCI Adult records. Unknown categories are rejected.",
@@ -121,6 +129,7 @@ def create_api(
     app.add_middleware(MeasureMiddleware, metrics=metrics)
     _health_and_metrics(app, backend, metrics)
     _predict(app, backend, metrics)
+    _feedback(app, backend)
     app.openapi = lambda: _openapi(app, backend)  # type: ignore[method-assign]
     return app
 
@@ -136,7 +145,7 @@ def _error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI answers a body it cannot decode (not UTF-8) with 400 and a string detail:
         # to the client that is one more invalid body, so it gets the documented 422.
-        if exc.status_code == 400 and request.url.path == "/predict":
+        if exc.status_code == 400 and request.url.path in ("/predict", "/feedback"):
             return invalid_body("could not be parsed as JSON (UTF-8)", "json_invalid")
         return JSONResponse(status_code=exc.status_code, content={"detail": [str(exc.detail)]},
                             headers=exc.headers)  # fmt: skip
@@ -169,7 +178,9 @@ def _health_and_metrics(app: FastAPI, backend: Backend,
         found = await backend.drift() if backend.drift else None
         if found:
             m.set_drift(found)
-        return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
+        log = backend.log()
+        text = m.render() + (log.render() if log else b"")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 def _columns(records: list[Any]) -> dict[str, list[Any]]:
@@ -181,10 +192,29 @@ def _columns(records: list[Any]) -> dict[str, list[Any]]:
     return columns
 
 
+# A client's X-Request-ID (Serve's proxy sets one when the client did not): kept as the prefix
+# of every record's id, so its own logs, Serve's and the prediction log name the same request.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def _request_prefix(request: Request) -> tuple[str | None, bool]:
+    """(the request's id prefix, whether it was generated here); (None, False): invalid."""
+    sent = request.headers.get("x-request-id")
+    if sent is None:
+        return uuid.uuid4().hex, True
+    return (sent, False) if REQUEST_ID.match(sent) else (None, False)
+
+
 def _predict(app: FastAPI, backend: Backend, metrics: Callable[[], ApiMetrics]) -> None:
     @app.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS)
-    async def predict(body: Record | list[Record]) -> Any:  # type: ignore[valid-type]
-        """Score one record or a list of records (the 14 Adult features by name)."""
+    async def predict(request: Request, body: Record | list[Record]) -> Any:  # type: ignore[valid-type]
+        """Score one record or a list of records (the 14 Adult features by name). Each
+        prediction carries a `request_id`: `<X-Request-ID>-<index>` (an id is generated when
+        the header is absent) — the id /feedback takes a label for."""
+        prefix, generated = _request_prefix(request)
+        if prefix is None:
+            return client_error(422, "header X-Request-ID: at most 128 characters of letters, "
+                                     "digits and ._:@/+=-")  # fmt: skip
         scoring = backend.scoring()
         if scoring is None:
             return client_error(503, "model not loaded yet", RETRY)
@@ -195,8 +225,9 @@ def _predict(app: FastAPI, backend: Backend, metrics: Callable[[], ApiMetrics]) 
         if len(records) > limit:
             return invalid_body(f"{len(records)} records; at most {limit} per request",
                                 "too_long")  # fmt: skip
+        columns = _columns(records)
         try:
-            scored = await scoring.score(_columns(records))
+            scored = await scoring.score(columns)
         except Unavailable as exc:
             return client_error(503, str(exc), RETRY)
         if scored is None:
@@ -204,14 +235,46 @@ def _predict(app: FastAPI, backend: Backend, metrics: Callable[[], ApiMetrics]) 
         probabilities, version = scored
         m = metrics()
         m.records.observe(len(records))
+        ids = [f"{prefix}-{i}" for i in range(len(records))]
+        labels = [label_name(p) for p in probabilities]
         out = []
-        for p in probabilities:
-            label = label_name(p)
+        for p, label, request_id in zip(probabilities, labels, ids, strict=True):
             m.predictions.labels(label=label).inc()
-            out.append({"probability": p, "label": label, "model_version": version})
+            out.append({"request_id": request_id, "probability": p, "label": label,
+                        "model_version": version})  # fmt: skip
+        log = backend.log()
+        if log is not None:
+            log.add(columns, ids, probabilities, labels, version)
         # Built by hand and returned directly: the response model documents it, and skipping
         # FastAPI's re-validation of 1,000 predictions keeps big batches cheap.
-        return JSONResponse({"model_version": version, "predictions": out})
+        headers = {"X-Request-ID": prefix} if generated else None
+        return JSONResponse({"model_version": version, "predictions": out}, headers=headers)
+
+
+LOG_OFF = ("the prediction log is off (serve args prediction_log.location: off): labels "
+           "would have no predictions to join")  # fmt: skip
+
+
+def _feedback(app: FastAPI, backend: Backend) -> None:
+    @app.post("/feedback", response_model=FeedbackResponse, responses=FEEDBACK_ERRORS)
+    async def feedback(body: list[Label]) -> Any:
+        """Labels that arrived after the prediction: `[{"request_id": ..., "income":
+        ">50K"}]`, appended to the label log beside the prediction log. The monitor joins
+        them by request id; ids it cannot find are counted in its report, not refused here
+        (another replica, or an earlier window, may hold them)."""
+        log = backend.log()
+        if log is None:
+            return client_error(409, LOG_OFF)
+        if not body:
+            return invalid_body("the list of labels is empty", "too_short")
+        limit = FEEDBACK_MAX
+        if len(body) > limit:
+            return invalid_body(f"{len(body)} labels; at most {limit} per request", "too_long")
+        log.add_labels([item.request_id for item in body], [item.income for item in body])
+        return JSONResponse({"accepted": len(body)})
+
+
+FEEDBACK_MAX = 10_000
 
 
 def _openapi(app: FastAPI, backend: Backend) -> dict[str, Any]:
@@ -221,13 +284,16 @@ def _openapi(app: FastAPI, backend: Backend) -> dict[str, Any]:
         doc = get_openapi(title=app.title, version=app.version, description=app.description,
                           routes=app.routes)  # fmt: skip
         body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]
+        labels = doc["paths"]["/feedback"]["post"]["requestBody"]["content"]
+        labels["application/json"]["schema"].update(minItems=1, maxItems=FEEDBACK_MAX)
         for branch in body["application/json"]["schema"]["anyOf"]:
             if branch.get("type") == "array":
                 branch.update(minItems=1, maxItems=backend.max_records())
         if backend.keys():
             doc["components"]["securitySchemes"] = {"apiKey": {"type": "http",
                                                                "scheme": "bearer"}}  # fmt: skip
-            doc["paths"]["/predict"]["post"]["security"] = [{"apiKey": []}]
+            for path in ("/predict", "/feedback"):
+                doc["paths"][path]["post"]["security"] = [{"apiKey": []}]
         app.openapi_schema = doc
     return app.openapi_schema
 

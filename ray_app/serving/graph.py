@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from ray_app.ml.scoring import Scorer
 from ray_app.serving.api import create_api
 from ray_app.serving.bundles import fetch_bundle
 from ray_app.serving.config import API_MAX_ONGOING, API_MAX_QUEUED, VersionPin
+from ray_app.serving.predlog import PredictionLog
 from ray_app.serving.schemas import Unavailable
 from ray_app.tracking.registry import ModelUnavailable, pin
 
@@ -244,6 +246,7 @@ _replica: dict[str, Any] = {
     "waiting_for": None,
     "max_body_bytes": MAX_BODY_BYTES,
     "keys": (),
+    "log": None,
 }
 
 
@@ -273,19 +276,32 @@ def _keys() -> tuple[bytes, ...]:
     return keys
 
 
-def _configure_replica(scoring: _GraphScoring, args: ServeConfig) -> None:
+def _log() -> PredictionLog | None:
+    log: PredictionLog | None = _replica["log"]
+    return log
+
+
+def _configure_replica(scoring: _GraphScoring, args: ServeConfig) -> PredictionLog | None:
     # Called from Api.__init__, whose class Serve pickles by value (its globals are copies).
     # The replica's start is an edge: its environment is read here, once.
-    keys = Settings().keys()
+    settings = Settings()
+    keys = settings.keys()
+    root = settings.prediction_log_location(args.prediction_log.location)
+    log = None
+    if root is not None:
+        replica = serve.get_replica_context().replica_id.unique_id
+        log = PredictionLog(root, args.prediction_log, writer=f"{replica}-{uuid.uuid4().hex[:6]}")
     _replica.update(
         scoring=scoring,
         max_records=args.max_records,
         waiting_for=args.model_uri or "",
         max_body_bytes=args.max_body_bytes,
         keys=keys,
+        log=log,
     )
     if not keys:
         logger.warning("RAY_APP_API_KEY is not set: /predict answers anyone who reaches the port")
+    return log
 
 
 async def _drift() -> dict[str, Any] | None:
@@ -293,7 +309,9 @@ async def _drift() -> dict[str, Any] | None:
     return await scoring.drift() if scoring else None
 
 
-app = create_api(_scoring, _max_records, _waiting_for, _max_body_bytes, _keys, drift=_drift)
+app = create_api(
+    _scoring, _max_records, _waiting_for, _max_body_bytes, _keys, drift=_drift, log=_log
+)
 
 
 @serve.deployment(
@@ -303,12 +321,19 @@ app = create_api(_scoring, _max_records, _waiting_for, _max_body_bytes, _keys, d
 )
 @serve.ingress(app)
 class Api:
-    """FastAPI ingress (/health, /metrics, /predict, /docs)."""
+    """FastAPI ingress (/health, /metrics, /predict, /feedback, /docs); it writes the
+    prediction log of what it answered."""
 
     def __init__(self, preprocess: DeploymentHandle, model: DeploymentHandle, args: dict) -> None:
         parsed = ServeConfig(**args)
         scores: deque[float] = deque(maxlen=parsed.drift_window)
-        _configure_replica(_GraphScoring(preprocess, model, scores=scores), parsed)
+        self.log = _configure_replica(_GraphScoring(preprocess, model, scores=scores), parsed)
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica (a scale-down, a new config, shutdown):
+        # what the log still buffers is written first.
+        if self.log is not None:
+            self.log.close()
 
 
 def build_app(args: dict[str, Any]) -> Any:

@@ -12,13 +12,15 @@ from typing import Any
 # than a reset connection mid-upload; beyond it the connection is closed.
 DRAIN_BYTES = 64 * 1024 * 1024
 
+GUARDED = frozenset({"/predict", "/feedback"})
 NO_KEY = "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
 
 
 class GuardMiddleware:
-    """POST /predict, before FastAPI reads or parses anything: the API key (401), then the
-    body size (413), from Content-Length when sent, else counted as the body streams in
-    (chunked), so a huge body is never held. /health, /metrics and /docs stay open."""
+    """POST /predict and /feedback, before FastAPI reads or parses anything: the API key
+    (401), then the body size (413), from Content-Length when sent, else counted as the body
+    streams in (chunked), so a huge body is never held. /health, /metrics and /docs stay
+    open."""
 
     def __init__(self, app: Any, keys: Callable[[], tuple[bytes, ...]],
                  max_body_bytes: Callable[[], int]) -> None:  # fmt: skip
@@ -27,7 +29,7 @@ class GuardMiddleware:
         self.keys_read: tuple[bytes, ...] | None = None  # read on the first request, not each
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") != "/predict":
+        if scope["type"] != "http" or scope.get("path") not in GUARDED:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())

@@ -50,7 +50,7 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
-_ROUTES = {"/health", "/metrics", "/predict", "/docs", "/redoc", "/openapi.json"}
+_ROUTES = {"/health", "/metrics", "/predict", "/feedback", "/docs", "/redoc", "/openapi.json"}
 
 
 class MeasureMiddleware:

@@ -17,6 +17,7 @@ from ray_app.core.settings import Settings
 from ray_app.ml.scoring import Scorer
 from ray_app.serving.api import create_api
 from ray_app.serving.bundles import fetch_bundle
+from ray_app.serving.predlog import PredictionLog
 
 
 @dataclass
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--max-records", type=int, default=1000)
+    parser.add_argument("--prediction-log", default="off", help="folder or URI; 'off': none")
     args = parser.parse_args()
     torch.set_num_threads(1)
     serve_args = ServeConfig(
@@ -56,9 +58,15 @@ def main() -> None:
     )
     bundle, version = fetch_bundle(serve_args)
     scoring = LocalScoring(Scorer.from_bundle(bundle), version)
-    keys = Settings().keys()
-    app = create_api(lambda: scoring, lambda: args.max_records, keys=lambda: keys)
+    settings = Settings()
+    keys = settings.keys()
+    root = settings.prediction_log_location(args.prediction_log)
+    log = PredictionLog(root, serve_args.prediction_log) if root else None
+    app = create_api(lambda: scoring, lambda: args.max_records, keys=lambda: keys,
+                     log=lambda: log)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    if log is not None:  # uvicorn has stopped: write what is still buffered
+        log.close()
 
 
 if __name__ == "__main__":

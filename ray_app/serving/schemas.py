@@ -47,6 +47,10 @@ Record = _record_model()
 
 
 class Prediction(BaseModel):
+    request_id: str = Field(
+        description="`<X-Request-ID or a generated id>-<record index>`: "
+        "the id /feedback takes this record's label for"
+    )
     probability: float = Field(description="P(income > 50K)")
     label: Literal["<=50K", ">50K"]
     model_version: str
@@ -55,6 +59,19 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     model_version: str
     predictions: list[Prediction]
+
+
+class Label(BaseModel):
+    """The true income of a record scored earlier, named by its prediction's request_id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200)
+    income: Literal["<=50K", ">50K"]
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="labels appended to the label log")
 
 
 class ErrorBody(BaseModel):
@@ -96,6 +113,15 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "headers": _RETRY_AFTER, "content": _BUSY_TEXT,
           "description": "no model registered yet, a replica restarting (JSON), or the server "
                          "busy (Serve's backpressure, text); retry after Retry-After seconds"},
+}  # fmt: skip
+
+
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: PREDICT_ERRORS[401],
+    409: {"model": ErrorBody, "description": "the prediction log is off: nothing to join to"},
+    413: PREDICT_ERRORS[413],
+    422: {"model": ValidationErrorBody, "description": "invalid JSON or label, empty list, or "
+          "more than 10,000 labels"},
 }  # fmt: skip
 
 

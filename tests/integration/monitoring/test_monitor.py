@@ -13,8 +13,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ray_app.core.config import FeatureConfig
-from ray_app.core.schema import CATEGORICAL_COLUMNS, LABEL_COLUMN, LABELS
+from ray_app.core.config import FeatureConfig, PredictionLogConfig
+from ray_app.core.schema import (
+    CATEGORICAL_COLUMNS,
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    LABELS,
+    label_name,
+)
 from ray_app.data.files import read_table
 from ray_app.data.stats import column_stats
 from ray_app.ml.drift import (
@@ -26,6 +32,9 @@ from ray_app.ml.drift import (
     feature_psi,
 )
 from ray_app.ml.features import Preprocessor
+from ray_app.ml.scoring import Scorer
+from ray_app.serving.predlog import PredictionLog
+from ray_app.tracking.registry import registry_bundle
 from tests.integration.conftest import registry_copy
 from tests.support.procs import ENV, REPO
 
@@ -156,20 +165,65 @@ def test_monitor_flags_a_shift_and_the_dry_run_names_the_training_it_would_start
     assert run.data.tags["drift"] == "true" and run.data.metrics["psi_age"] > 0.2
 
 
+def _log_rows(
+    frame: pd.DataFrame, version: str, prefix: str, log: PredictionLog, scorer: Scorer
+) -> list[str]:
+    """Write `frame` to the log as the serving graph would: scored by `scorer`, as `version`."""
+    columns = {c: [None if v != v else v for v in frame[c]] for c in FEATURE_COLUMNS}
+    probability = scorer.predict_proba(frame).tolist()
+    ids = [f"{prefix}-{i}" for i in range(len(frame))]
+    log.add(columns, ids, probability, [label_name(p) for p in probability], version)
+    return ids
+
+
 @pytest.mark.slow
-def test_monitor_retrains_for_real_and_the_promotion_rule_decides(trained):
-    """The real trigger: a second version is trained and registered; it becomes champion only
-    if it beats the champion on the same validation rows (the report says which)."""
-    report = _monitor(trained, trained["shifted"], "--retrain",
-                      "--train-args", "--subsample 3000 --epochs 1")  # fmt: skip
-    retrain = report["retrain"]
-    assert retrain["started"] is True and retrain["model_version"] == 2
-    champion = retrain["champion"]
-    assert champion["previous_champion_version"] == "1"
-    better = champion["val_log_loss"] < champion["previous_champion_val_log_loss"]
-    assert champion["promoted"] is better
-    alias = MlflowClient(trained["tracking"]).get_model_version_by_alias("adult-income", "champion")
-    assert str(alias.version) == ("2" if better else "1")
+def test_a_log_over_two_versions_judges_each_against_its_own_reference(trained, tmp_path):
+    """A prediction log written by the serving graph's writer over two registered versions:
+    version 1 served clean rows, version 2 (the one serving last) shifted ages. The monitor
+    reads it with Ray Data, splits it by version (only version 2 drifts), joins labels from a
+    CSV by request id (one unknown id counted), removes partitions past the retention period,
+    and with --retrain --dry-run names the training it would start."""
+    mlflow.set_tracking_uri(trained["tracking"])
+    first = MlflowClient().get_model_version("adult-income", "1")
+    mlflow.register_model(first.source, "adult-income")  # version 2: the same bundle
+    scorer = Scorer.from_bundle(registry_bundle("models:/adult-income/1"))
+    test = read_table(REPO / "data" / "adult.test")
+    clean, shifted = test.iloc[:1500], test.iloc[1500:3000].copy()
+    shifted["age"] = shifted["age"] + 20
+    root = tmp_path / "log"
+    log = PredictionLog(str(root), PredictionLogConfig(flush_s=60))
+    _log_rows(clean, "1", "v1", log, scorer)
+    ids = _log_rows(shifted, "2", "v2", log, scorer)
+    log.close()
+    old = root / "records" / "date=2020-01-01"
+    old.mkdir()
+    (old / "part-old.parquet").write_bytes(b"not read: removed first")
+    labels = pd.DataFrame(
+        {
+            "request_id": [*ids[:500], "nobody-1"],
+            "income": [LABELS[int(y)] for y in shifted["income"][:500]] + [">50K"],
+        }
+    )
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    report = _monitor(trained, root, "--labels", str(tmp_path / "labels.csv"),
+                      "--retention-days", "30", "--retrain", "--dry-run")  # fmt: skip
+    assert report["retention"]["removed"] == ["records/date=2020-01-01"] and not old.exists()
+    assert report["rows"] == 3000 and report["model_version"] == "2"
+    one, two = report["versions"]["1"], report["versions"]["2"]
+    assert one["rows"] == two["rows"] == 1500
+    assert one["drift"] is False and one["drifted_features"] == []
+    assert two["drift"] is True and two["drifted_features"] == ["age"]
+    assert report["drift"] is True and report["drifted_features"] == ["age"]
+    assert report["labels"] == {"labels_received": 501, "labelled_rows": 500, "unknown_ids": 1,
+                                "duplicate_request_ids": 0}  # fmt: skip
+    y = shifted["income"].to_numpy()[:500]
+    p = scorer.predict_proba(shifted.iloc[:500])
+    assert report["performance"]["labelled_rows"] == 500
+    assert report["performance"]["live"]["accuracy"] == pytest.approx(
+        float(np.mean((p >= 0.5) == (y == 1))), abs=1e-4
+    )
+    assert one["performance"] is None and two["performance"]["labelled_rows"] == 500
+    assert report["retrain"]["dry_run"] is True
 
 
 def test_alerts_and_dashboard_use_metrics_the_api_exports():

@@ -8,21 +8,26 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import mlflow
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from ray_app.core.config import DataConfig, ServeConfig
 from ray_app.core.schema import FEATURE_COLUMNS
@@ -79,7 +84,9 @@ def served(tmp_path_factory):
     # local Ray (whatever /tmp/ray names), with this test's token for its REST API.
     env = {**ENV, **SERVE_ENV, "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_APP_API_KEY": API_KEYS,
-           "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}  # fmt: skip
+           "RAY_ADDRESS": "local", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN,
+           # The one setting the RayService's pods and the monitor CronJob share.
+           "RAY_APP_PREDICTION_LOG": str(work / "predictions")}  # fmt: skip
     proc = subprocess.Popen(
         [str(BIN / "serve"), "run", str(path)], env=env, cwd=work, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
@@ -120,6 +127,7 @@ def served(tmp_path_factory):
             assert train.returncode == 0, train.stderr[-3000:]
             wait_for("ready", 60)
             yield {"url": url, "tracking": tracking, "proc": proc, "work": work, "port": port,
+                   "log": work / "predictions",
                    "unreachable": unreachable, "cold_health": cold_health,
                    "cold_predict": cold_predict,
                    "trained": json.loads(train.stdout.strip().splitlines()[-1])}  # fmt: skip
@@ -543,3 +551,175 @@ def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served):
     moved = gauges()
     assert moved["age"] > 0.2 and moved["occupation"] > 0.2, moved
     assert {k for k, v in moved.items() if v > 0.2} == {"age", "occupation"}, moved
+
+
+# -- the production loop: prediction log, labels, monitor, retrain ---------------------------
+def _logged(root: Path) -> pd.DataFrame:
+    """Every record file of a prediction log, read as a plain Parquet reader would."""
+    paths = sorted(p for p in root.glob("records/date=*/*.parquet") if not p.name.startswith("."))
+    return pd.concat([pq.read_table(p).to_pandas() for p in paths], ignore_index=True)
+
+
+def _log_counter(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _wait_written(url: str, limit_s: float = 30) -> None:
+    """Until the ingress holds no unwritten record or label (it flushes every flush_s)."""
+    deadline = time.time() + limit_s
+    while _log_counter(url, "adult_prediction_log_buffered_rows") > 0:
+        assert time.time() < deadline, "the prediction log never flushed"
+        time.sleep(0.5)
+
+
+def _shifted_rows(n: int) -> tuple[list[dict], np.ndarray]:
+    frame = read_table(REPO / "data" / "adult.test").head(n).reset_index(drop=True)
+    frame["age"] = frame["age"] + 20  # an older population than training saw
+    rows = frame[FEATURE_COLUMNS].astype(object).to_dict("records")
+    records = [{k: (None if v != v else v) for k, v in r.items()} for r in rows]
+    return records, frame["income"].to_numpy()
+
+
+def test_live_traffic_is_logged_labelled_monitored_and_retrains(served):
+    """2,000 shifted records (singles and batches) -> the log; half labelled by /feedback;
+    the monitor, reading the log, names age, computes live accuracy on exactly the labelled
+    rows, and --retrain registers a new version."""
+    url, started = served["url"], time.time()
+    records, truth = _shifted_rows(2000)
+    answered: dict[str, dict] = {}
+    run = secrets.token_hex(4)
+    with httpx.Client(timeout=60, headers=AUTH) as http:
+        for i in range(200):  # 200 single requests, 10 records each batch after
+            r = http.post(
+                f"{url}/predict", json=records[i], headers={"X-Request-ID": f"{run}-s{i}"}
+            )
+            assert r.status_code == 200, r.text
+            answered[f"{run}-s{i}-0"] = r.json()["predictions"][0]
+        for start in range(200, 2000, 100):
+            r = http.post(f"{url}/predict", json=records[start : start + 100],
+                          headers={"X-Request-ID": f"{run}-b{start}"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            for j, p in enumerate(r.json()["predictions"]):
+                assert p["request_id"] == f"{run}-b{start}-{j}"
+                answered[p["request_id"]] = p
+        ids = list(answered)
+        order = {rid: k for k, rid in enumerate(ids)}  # the k-th id is records[k]
+        labelled = ids[::2]
+        income = [">50K" if truth[order[rid]] else "<=50K" for rid in labelled]
+        for start in range(0, len(labelled), 500):
+            body = [{"request_id": rid, "income": inc}
+                    for rid, inc in zip(labelled[start : start + 500], income[start : start + 500],
+                                        strict=True)]  # fmt: skip
+            assert http.post(f"{url}/feedback", json=body).status_code == 200
+        # An id no request had: counted by the monitor's join, not an error here.
+        stray = http.post(f"{url}/feedback", json=[{"request_id": "nobody-0", "income": ">50K"}])
+        assert stray.status_code == 200
+    _wait_written(url)
+    logged = _logged(served["log"])
+    assert not logged["request_id"].duplicated().any()
+    mine = logged[logged["request_id"].str.startswith(run)].set_index("request_id")
+    assert len(mine) == 2000 and set(mine.index) == set(answered)
+    for rid in (ids[0], ids[999], ids[-1]):
+        assert mine.loc[rid, "probability"] == answered[rid]["probability"]
+        assert mine.loc[rid, "age"] == records[order[rid]]["age"]
+    # Live accuracy, computed here from what the API answered and the labels sent.
+    y = np.array([truth[order[rid]] for rid in labelled])
+    p = np.array([answered[rid]["probability"] for rid in labelled])
+    expected_accuracy = float(np.mean((p >= 0.5) == (y == 1)))
+
+    client = MlflowClient(served["tracking"])
+
+    def newest() -> int:
+        return max(int(v.version) for v in client.search_model_versions("name='adult-income'"))
+
+    registered = newest()
+    since = datetime.fromtimestamp(started, UTC).isoformat()  # this test's traffic only
+    out = served["work"] / "monitor-loop"
+    result = subprocess.run(
+        ["ray-app", "monitor", "--data", str(served["log"]), "--since", since, "--json",
+         "--tracking-uri", served["tracking"], "--out", str(out), "--retrain",
+         "--train-args", f"--subsample 2000 --epochs 1 --tracking-uri {served['tracking']} "
+         f"--storage-path {served['work'] / 'retrain'}"],
+        env=ENV, capture_output=True, text=True, timeout=900, cwd=served["work"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["rows"] == 2000 and report["drift"] is True
+    assert "age" in report["drifted_features"]
+    # Unknown: every label id in the label log that no record of the window has (the stray
+    # one, and whatever other tests sent: the OpenAPI fuzzer posts to /feedback too).
+    sent = {
+        rid
+        for path in served["log"].glob("labels/date=*/*.parquet")
+        if not path.name.startswith(".")
+        for rid in pq.read_table(path).column("request_id").to_pylist()
+    }
+    assert "nobody-0" in sent and set(labelled) <= sent
+    assert report["labels"]["labelled_rows"] == 1000
+    assert report["labels"]["unknown_ids"] == len(sent - set(answered))
+    live = report["performance"]
+    assert live["labelled_rows"] == 1000
+    assert live["live"]["accuracy"] == pytest.approx(expected_accuracy, abs=1e-4)
+    assert set(report["versions"]) == set(mine["model_version"])
+    # The retrain registered a new version; it is champion only if it beat the champion on
+    # the same validation rows (the rule every training run applies).
+    retrain = report["retrain"]
+    assert retrain["started"] is True
+    assert int(retrain["model_version"]) == newest() == registered + 1
+    champion = retrain["champion"]
+    better = champion["val_log_loss"] < champion["previous_champion_val_log_loss"]
+    assert champion["promoted"] is better
+    alias = client.get_model_version_by_alias("adult-income", "champion")
+    assert (int(alias.version) == registered + 1) is better
+
+
+def test_a_dead_sink_under_load_fails_no_answer_and_counts_every_lost_record(served):
+    """The log's folder replaced by a file mid-load (even root cannot write under it): every
+    request still answers 200, and the drop counter equals the records that were not written.
+    """
+    url, root = served["url"], served["log"]
+    _wait_written(url)
+    dropped0 = _log_counter(url, "adult_prediction_log_dropped_total", kind="records")
+    written0 = _log_counter(url, "adult_prediction_log_written_total", kind="records")
+    records, _ = _shifted_rows(50)
+    run = secrets.token_hex(4)
+    statuses: list[int] = []
+    sent = [0]
+    broken = threading.Event()
+
+    def client(worker: int) -> None:
+        with httpx.Client(timeout=60, headers=AUTH) as http:
+            for i in range(60):
+                if i == 20 and worker == 0:
+                    shutil.move(root, root.with_name("predictions.moved"))
+                    root.write_text("the sink is gone")
+                    broken.set()
+                r = http.post(f"{url}/predict", json=records[: 1 + i % 5],
+                              headers={"X-Request-ID": f"{run}-{worker}-{i}"})  # fmt: skip
+                statuses.append(r.status_code)
+                sent[0] += 1 + i % 5
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert broken.is_set()
+        _wait_written(url)  # every record either written or dropped by now
+        dropped = _log_counter(url, "adult_prediction_log_dropped_total", kind="records")
+        written = _log_counter(url, "adult_prediction_log_written_total", kind="records")
+    finally:
+        root.unlink()
+        shutil.move(root.with_name("predictions.moved"), root)
+    assert statuses == [200] * len(statuses)
+    on_disk = _logged(root)
+    landed = int(on_disk["request_id"].str.startswith(run).sum())
+    assert dropped - dropped0 == sent[0] - landed > 0
+    assert written - written0 == landed

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_app.core.constants import CLUSTER_TRACKING_URI
+from ray_app.core.constants import CLUSTER_PREDICTION_LOG, CLUSTER_TRACKING_URI
 from ray_app.platform import manifests as kuberay
 from ray_app.platform.kubecheck import (
     check_overlay,
@@ -170,6 +170,27 @@ def test_rayjobs_run_the_cli_on_shared_storage(local_objects):
     gke_pvc = next(o for o in gke if o["kind"] == "PersistentVolumeClaim"
                    and o["metadata"]["name"] == kuberay.SHARED_PVC)  # fmt: skip
     assert gke_pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def _env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_the_serving_pods_and_the_monitor_share_one_prediction_log(local_objects):
+    """The RayService's ingress writes where the monitor CronJob reads: one variable, the
+    same value, on a volume both mount (the CronJob's read-write: retention deletes)."""
+    service = next(o for o in local_objects if o["kind"] == "RayService")
+    cron = next(o for o in local_objects if o["kind"] == "CronJob")
+    writers = _containers(service)
+    reader = _containers(cron)[0]
+    values = {_env_of(c)["RAY_APP_PREDICTION_LOG"] for c in [*writers, reader]}
+    assert values == {CLUSTER_PREDICTION_LOG}
+    assert CLUSTER_PREDICTION_LOG.startswith(kuberay.SHARED_MOUNT + "/")
+    assert "--data=$(RAY_APP_PREDICTION_LOG)" in reader["command"]
+    mount = next(m for m in reader["volumeMounts"] if m["mountPath"] == kuberay.SHARED_MOUNT)
+    assert not mount.get("readOnly")
+    for container in writers:
+        assert any(m["mountPath"] == kuberay.SHARED_MOUNT for m in container["volumeMounts"])
 
 
 def test_pipeline_rbac_is_least_privilege(local_objects):
