@@ -12,10 +12,28 @@ FIX = ("start it (`ray start --head`), fix --ray-address / RAY_ADDRESS, or leave
        "to start a local Ray")  # fmt: skip
 
 
-def _check_reachable(address: str) -> None:
+def _resolve(address: str) -> str:
+    """`auto`: the head `ray start` last started here, as Ray's cluster file names it (dead or
+    alive: `_check_reachable` says which). Never Ray's own fallback for `auto`, which joins any
+    GCS process it finds on the machine: with one other Ray running (another user's, a test's)
+    that one would be joined instead of the head the user meant."""
+    if address != "auto":
+        return address
+    from ray._common.utils import get_ray_address_file
+    from ray._private.utils import read_ray_address
+
+    found = read_ray_address()
+    if not found:
+        raise UserError(f"--ray-address auto: no Ray cluster file ({get_ray_address_file(None)}"
+                        f"; no head started with `ray start` here): {FIX}")  # fmt: skip
+    return str(found)
+
+
+def _check_reachable(address: str, given: str | None = None) -> None:
     """An explicit address with nothing behind it fails here, in seconds and in one line;
     `ray.init` would retry for minutes (a dead head named by a stale cluster file for `auto`).
-    """
+    `given`: what the user wrote, when `address` was resolved from it."""
+    given = given or address
     import socket
 
     from ray._private.services import canonicalize_bootstrap_address
@@ -37,7 +55,7 @@ def _check_reachable(address: str) -> None:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise UserError(f"cannot reach a Ray cluster at {target} (--ray-address / RAY_ADDRESS "
-                        f"{address!r}): {reason}; {FIX}") from None  # fmt: skip
+                        f"{given!r}): {reason}; {FIX}") from None  # fmt: skip
     if not address.startswith("ray://"):
         _check_token(target)
 
@@ -78,9 +96,10 @@ def ensure_ray(cfg: RayConfig) -> str:
     if ray.is_initialized():
         return "already-initialized"
     if cfg.address:
-        _check_reachable(cfg.address)
+        address = _resolve(cfg.address)
+        _check_reachable(address, cfg.address)
         try:
-            ray.init(address=cfg.address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True)
         except Exception as exc:  # token auth: Ray retries ~24 s, then a ConnectionError
             if "token" in str(exc).lower() or "auth" in type(exc).__name__.lower():
                 raise UserError(

@@ -47,9 +47,10 @@ def test_a_stale_cluster_file_does_not_stop_the_embedded_default(stale_cluster_f
 
 
 @pytest.mark.parametrize("address", ["auto", "dead"])
-def test_a_dead_address_fails_in_seconds_with_one_line(stale_cluster_file, address):
+def test_a_dead_address_fails_in_seconds_with_one_line(stale_cluster_file, address, head):
     """`--ray-address auto` (the stale file's dead head) or a dead host:port: exit 2 within
-    seconds, one line naming the address and the fix, no traceback."""
+    seconds, one line naming the address and the fix, no traceback. Another Ray runs on the
+    machine meanwhile (the tier's head): Ray's own `auto` would join that one instead."""
     env, dead = stale_cluster_file
     given = dead if address == "dead" else "auto"
     start = time.monotonic()
@@ -121,3 +122,17 @@ def test_train_runs_on_its_config_file_with_flags_over_it_and_logs_the_tree(smal
     assert tree["ray"]["storage_path"] == str(small_model["work"] / "rr")
     assert result["epochs_run"] <= 2 and result["model_version"] == 1
     assert Path(result["checkpoint"]).is_relative_to(small_model["work"] / "rr")
+
+
+def test_auto_without_a_cluster_file_is_one_line(tmp_path):
+    """`auto` names the head `ray start` last started; with no cluster file there is none."""
+    env = {k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        ["ray-app", "train", "--subsample", "3000", "--ray-address", "auto"],
+        env={**env, "RAY_TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (
+        f"--ray-address auto: no Ray cluster file ({tmp_path}/ray/ray_current_cluster;"
+        in " ".join(proc.stderr.split())
+    )

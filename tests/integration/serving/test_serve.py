@@ -33,6 +33,7 @@ from ray_app.core.config import DataConfig, ServeConfig
 from ray_app.core.schema import FEATURE_COLUMNS
 from ray_app.data.files import read_table
 from ray_app.data.splits import load_splits
+from ray_app.serving.api import NO_MODEL
 from ray_app.serving.config import SERVE_ENV, render_config, serve_config
 from ray_app.serving.graph import API_MAX_ONGOING
 from ray_app.serving.guards import NO_KEY
@@ -93,15 +94,16 @@ def served(tmp_path_factory):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def wait_for(status: str, limit_s: float, detail: str = "") -> dict:
+    def wait_for(status: str, limit_s: float, detail: str = "", exact: bool = False) -> dict:
         deadline = time.time() + limit_s
         body: dict = {}
         while time.time() < deadline:
             try:
                 response = httpx.get(f"{url}/health", timeout=5)
                 body = response.json()
+                found = body.get("detail") or ""
                 if (response.status_code == 200 and body["status"] == status
-                        and detail in (body.get("detail") or "")):  # fmt: skip
+                        and (found == detail if exact else detail in found)):  # fmt: skip
                     return body
             except (httpx.HTTPError, ValueError):
                 pass
@@ -114,7 +116,10 @@ def served(tmp_path_factory):
     try:
         unreachable = wait_for("no-model", 180, "did not answer")
         with mlflow_server(work, mlflow_port):
-            cold_health = wait_for("no-model", 60, "no model is registered yet")
+            # Until the replicas poll again (model_poll_s), /health still says why it was not
+            # reachable: wait for the plain answer itself.
+            cold_health = wait_for("no-model", 60, NO_MODEL.format(uri=args.model_uri),
+                                   exact=True)  # fmt: skip
             cold_predict = predict(url, json=RECORD, timeout=10)
             # `ray-app train` starts a Ray of its own (address "local"), not serve run's. The
             # first champion is a deep ensemble of 2 (what a single model exercises, and more).
