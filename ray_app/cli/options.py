@@ -164,5 +164,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as one J
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", help="Ray's own log lines on the console, not in a file")
 ]
+# `deploy --local` and `launch --local`: the head whose REST APIs (Serve, Job Submission) they use.
+HeadAddressOpt = Annotated[
+    str, typer.Option("--ray-address", help="--local: the Ray head's dashboard URL")
+]
 ModelUriOpt = Annotated[str | None, typer.Option(help="MLflow model URI or registry alias "
                         "[the champion]")]  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ray_app.cli.console import emit, err, stdout_for_result
-from ray_app.cli.options import JsonOpt, ModelUriOpt, Overrides, config, overrides
+from ray_app.cli.options import HeadAddressOpt, JsonOpt, ModelUriOpt, Overrides, config, overrides
 from ray_app.core.config import LaunchConfig, absolute_sqlite
 from ray_app.core.constants import LOCAL_DASHBOARD, SERVE_PORT
 from ray_app.core.errors import UserError
@@ -91,9 +91,7 @@ def deploy(
     local: Annotated[
         bool, typer.Option("--local", help="a Ray head's Serve REST API (else the RayService)")
     ] = False,
-    ray_address: Annotated[
-        str, typer.Option(help="--local: the Ray head's dashboard URL")
-    ] = LOCAL_DASHBOARD,
+    ray_address: HeadAddressOpt = LOCAL_DASHBOARD,
     serve_port: Annotated[int, typer.Option(help="--local: Serve HTTP port")] = SERVE_PORT,
     serve_url: Annotated[
         str | None,
@@ -144,9 +142,7 @@ def launch(
     local: Annotated[
         bool, typer.Option("--local", help="a Ray head's Job Submission API (else a RayJob)")
     ] = False,
-    ray_address: Annotated[
-        str, typer.Option(help="--local: the Ray head's dashboard URL")
-    ] = LOCAL_DASHBOARD,
+    ray_address: HeadAddressOpt = LOCAL_DASHBOARD,
     namespace: Annotated[str | None, typer.Option(help="the RayJob's namespace")] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -50,7 +50,7 @@ def verify_checksum(path: Path) -> None:
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data", ".test", ".txt")
 
 
-def _filesystem(source: str) -> tuple[Any, str]:
+def filesystem(source: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) for a local path or a URI."""
     import pyarrow.fs as pafs
 
@@ -62,7 +62,8 @@ def _filesystem(source: str) -> tuple[Any, str]:
     return pafs.LocalFileSystem(), str(Path(source).resolve())
 
 
-def _uri(fs: Any, path: str, source: str) -> str:
+def uri_of(fs: Any, path: str, source: str) -> str:
+    """`path` in `source`'s filesystem as a name a reader opens (the URI scheme kept)."""
     if "://" not in source:
         return path
     return f"{source.split('://', 1)[0]}://{path}"
@@ -74,7 +75,7 @@ def list_files(source: str) -> list[str]:
 
     import pyarrow.fs as pafs
 
-    fs, path = _filesystem(source)
+    fs, path = filesystem(source)
     if any(ch in path for ch in "*?["):
         base = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
         infos = fs.get_file_info(pafs.FileSelector(base or "/", recursive=True))
@@ -91,7 +92,7 @@ def list_files(source: str) -> list[str]:
             found = [path]
     if not found:
         raise DataError(f"{source}: no data files (CSV, Parquet or raw UCI) found")
-    return [_uri(fs, f, source) for f in found]
+    return [uri_of(fs, f, source) for f in found]
 
 
 def _is_parquet(path: str) -> bool:
@@ -99,7 +100,7 @@ def _is_parquet(path: str) -> bool:
 
 
 def _read_lines(path: str) -> list[str]:
-    fs, inner = _filesystem(path)
+    fs, inner = filesystem(path)
     with fs.open_input_stream(inner) as stream:
         return stream.read().decode("utf-8", errors="replace").splitlines()
 
@@ -179,7 +180,7 @@ def _raw_header_csv(path: str, lines: list[str], need_label: bool) -> RawTable:
 def _raw_parquet(path: str, need_label: bool) -> RawTable:
     import pyarrow.parquet as pq
 
-    fs, inner = _filesystem(path)
+    fs, inner = filesystem(path)
     with fs.open_input_file(inner) as handle:
         table = pq.read_table(handle)
     layout = resolve_columns(table.column_names, path, need_label)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ray_app.core.errors import DataError
 from ray_app.core.schema import FEATURE_COLUMNS, NUMERIC_COLUMNS
+from ray_app.data import files as tables
 
 RECORDS, LABELS = "records", "labels"
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -59,22 +60,8 @@ def label_schema() -> Any:
 
 def filesystem(root: str) -> tuple[Any, str]:
     """(pyarrow filesystem, the root's path in it) for a folder or a URI."""
-    from pathlib import Path
-
-    import pyarrow.fs as pafs
-
-    if "://" in root:
-        try:
-            fs, path = pafs.FileSystem.from_uri(root)
-        except Exception as exc:  # ArrowInvalid / OSError variants
-            raise DataError(f"{root}: cannot open ({exc})") from None
-        return fs, path.rstrip("/")
-    return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
-
-
-def uri(root: str, path: str) -> str:
-    """A path inside `root`'s filesystem as a name a reader opens (the URI scheme kept)."""
-    return f"{root.split('://', 1)[0]}://{path}" if "://" in root else path
+    fs, path = tables.filesystem(root)
+    return fs, path.rstrip("/")
 
 
 def is_prediction_log(source: str) -> bool:
@@ -138,7 +125,7 @@ def files(root: str, kind: str, since: datetime | None = None) -> list[str]:
         for info in fs.get_file_info(pafs.FileSelector(part.path)):
             name = info.base_name
             if info.is_file and name.endswith(".parquet") and not name.startswith((".", "_")):
-                found.append(uri(root, info.path))
+                found.append(tables.uri_of(fs, info.path, root))
     return sorted(found)
 
 

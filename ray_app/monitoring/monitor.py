@@ -27,8 +27,10 @@ from ray_app.core.config import MonitorConfig, RayConfig
 from ray_app.core.errors import UserError
 from ray_app.core.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMNS, POSITIVE_LABEL
 from ray_app.data import predlog
-from ray_app.data.files import list_files, read_for_scoring
+from ray_app.data.files import filesystem, list_files, read_for_scoring
+from ray_app.ml.bundle import PREPROCESSOR
 from ray_app.ml.drift import FEATURES, bin_codes, drift_report, load_reference
+from ray_app.ml.features import Preprocessor
 from ray_app.ml.metrics import binary_metrics
 from ray_app.ml.scoring import Scorer
 
@@ -119,8 +121,6 @@ def read_labels(source: str) -> pd.DataFrame:
         if path.lower().endswith((".parquet", ".pq")):
             import pyarrow.parquet as pq
 
-            from ray_app.data.predlog import filesystem
-
             fs, inner = filesystem(path)
             frame = pq.read_table(inner, filesystem=fs).to_pandas()
         else:
@@ -183,8 +183,8 @@ def _version_report(frame: pd.DataFrame, bundle: Path, version: str,
                 columns[c] = [None if pd.isna(v) else v for v in values.tolist()]
         else:
             columns[c] = np.full(n, np.nan) if c in NUMERIC_COLUMNS else [None] * n
-    scorer = Scorer.from_bundle(bundle)
-    x_cat, _ = scorer.preprocessor.transform(columns)
+    # Only the preprocessor: the probabilities are the logged ones, the weights are not needed.
+    x_cat, _ = Preprocessor.load(bundle / PREPROCESSOR).transform(columns)
     codes = bin_codes(reference, x_cat, columns)
     probability = frame["probability"].to_numpy(np.float64)  # what was served, not re-scored
     report = drift_report(reference, codes, probability, cfg.psi_threshold)

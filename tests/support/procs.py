@@ -12,6 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,6 +85,22 @@ def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) ->
 
 
 @contextlib.contextmanager
+def wait_http(url: str, proc: subprocess.Popen, limit_s: float, log: Callable[[], str]) -> None:
+    """Until `url` answers at all (an HTTP error counts: up, and asking for a token or a key);
+    the test fails, with `log()`, if `proc` exits first or `limit_s` passes."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{url} did not come up in {limit_s:.0f} s:\n{log()}")
+            time.sleep(0.5)
+
+
 def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int = 2):
     """A real `ray start --head --block` with token auth; yields (dashboard URL, env).
 
@@ -90,9 +110,6 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
     import secrets
     import shutil
     import tempfile
-    import time
-    import urllib.error
-    import urllib.request
 
     dashboard, gcs = free_port(), free_port()
     # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
@@ -114,19 +131,7 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
     )  # fmt: skip
     url = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # up, and asking for the auth token
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"ray start exited: {log.read_text()[-2000:]}")
-                if time.time() > deadline:
-                    pytest.fail("Ray dashboard did not come up in 90 s")
-                time.sleep(1)
+        wait_http(f"{url}/api/version", proc, 90, lambda: f"ray start: {log.read_text()[-2000:]}")
         yield url, env
     finally:
         # `ray start --block` stops its children on SIGTERM, but took the whole 20 s it was

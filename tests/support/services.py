@@ -6,15 +6,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from .procs import BIN, ENV, stop_group
+from .procs import BIN, ENV, stop_group, wait_http
 
 
 @contextlib.contextmanager
@@ -32,18 +27,8 @@ def mlflow_server(work: Path, port: int, backend: str | None = None,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # up (an auth app answers 401)
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start:\n"
-                                f"{(work / f'mlflow-{port}.log').read_text()[-3000:]}")  # fmt: skip
-                time.sleep(0.5)
+        wait_http(f"{url}/health", proc, 120,
+                  lambda: (work / f"mlflow-{port}.log").read_text()[-3000:])  # fmt: skip
         yield url
     finally:
         stop_group(proc, signal.SIGTERM, 10)
