@@ -84,7 +84,6 @@ def stop_group(proc: subprocess.Popen, first: signal.Signals, grace_s: float) ->
     proc.wait(timeout=10)
 
 
-@contextlib.contextmanager
 def wait_http(url: str, proc: subprocess.Popen, limit_s: float, log: Callable[[], str]) -> None:
     """Until `url` answers at all (an HTTP error counts: up, and asking for a token or a key);
     the test fails, with `log()`, if `proc` exits first or `limit_s` passes."""
@@ -101,6 +100,7 @@ def wait_http(url: str, proc: subprocess.Popen, limit_s: float, log: Callable[[]
             time.sleep(0.5)
 
 
+@contextlib.contextmanager
 def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int = 2):
     """A real `ray start --head --block` with token auth; yields (dashboard URL, env).
 
