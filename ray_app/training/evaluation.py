@@ -20,14 +20,37 @@ from ray_app.ml.features import Preprocessor
 from ray_app.ml.metrics import SLICE_COLUMNS, binary_metrics, evaluate_predictions, gbdt_reference
 from ray_app.ml.scoring import score_dataset
 
+SPLIT_COLUMN = "_split"  # which Dataset a scored row came from (scored_splits)
+
 
 def scored(dataset: Any, bundle: Path, version: str, members: int = 1) -> pd.DataFrame:
     """Probabilities of a bundle on a Dataset (the one scorer, in Ray Data actors), with the
     label and slice columns only (and an ensemble's members' own: probability_member_<i>)."""
-    columns = [LABEL_COLUMN, *SLICE_COLUMNS, "probability"]
+    return scored_splits({version: dataset}, bundle, members)[version]
+
+
+def scored_splits(datasets: dict[str, Any], bundle: Path, members: int = 1,
+                  ) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """`scored` of several Datasets in one Ray Data pass: one scoring actor (a process that
+    loads torch and the bundle, ~3 s here) instead of one per split. Rows come back in no
+    particular order; each frame holds its own split's rows, labels beside probabilities."""
+    import pyarrow as pa
+
+    def tagger(name: str) -> Any:
+        def tag(batch: Any) -> Any:
+            return batch.append_column(SPLIT_COLUMN, pa.array([name] * batch.num_rows))
+
+        return tag
+
+    tagged = [ds.map_batches(tagger(name), batch_format="pyarrow")
+              for name, ds in datasets.items()]  # fmt: skip
+    union = tagged[0].union(*tagged[1:]) if len(tagged) > 1 else tagged[0]
+    columns = [LABEL_COLUMN, *SLICE_COLUMNS, "probability", SPLIT_COLUMN]
     columns += [f"probability_member_{i}" for i in range(members if members > 1 else 0)]
-    frame = score_dataset(dataset, str(bundle), version, members=members > 1)
-    return frame.select_columns(columns).to_pandas()
+    frame = score_dataset(union, str(bundle), "evaluation", members=members > 1)
+    frame = frame.select_columns(columns).to_pandas()
+    return {name: frame[frame[SPLIT_COLUMN] == name].drop(columns=SPLIT_COLUMN)
+            .reset_index(drop=True) for name in datasets}  # fmt: skip
 
 
 def split_log_loss(dataset: Any) -> Callable[[Path], float]:
@@ -40,8 +63,9 @@ def split_log_loss(dataset: Any) -> Callable[[Path], float]:
     return loss_of
 
 
-def gbdt_on_ray(splits: SplitDatasets, pre: Preprocessor, seed: int) -> dict[str, float]:
-    """The GBDT reference in a Ray task: the rows go there, not to the driver."""
+def gbdt_on_ray(splits: SplitDatasets, pre: Preprocessor, seed: int) -> Any:
+    """The GBDT reference in a Ray task: the rows go there, not to the driver. Returns its
+    ObjectRef (a dict of figures): it runs beside the scoring of the splits."""
     import ray
 
     @ray.remote(num_cpus=1)
@@ -49,8 +73,7 @@ def gbdt_on_ray(splits: SplitDatasets, pre: Preprocessor, seed: int) -> dict[str
         frames = Splits(train.to_pandas(), val.to_pandas(), test.to_pandas())
         return gbdt_reference(frames, pre, seed=seed)
 
-    result: dict[str, float] = ray.get(run.remote(splits.train, splits.val, splits.test))
-    return result
+    return run.remote(splits.train, splits.val, splits.test)
 
 
 @dataclass
@@ -69,16 +92,19 @@ def evaluate_candidate(
     members: list[dict[str, Any]],
     seed: int,
 ) -> CandidateEvaluation:
-    """Score the candidate's test and validation splits once each; each member's own test
+    """Score the candidate's test and validation splits (one pass); each member's own test
     figures go into `members`; the drift reference is saved into the bundle it describes."""
+    import ray
+
+    gbdt = gbdt_on_ray(splits, pre, seed)
     k = max(1, len(members))
-    test = scored(splits.test, bundle, "candidate", k)
+    frames = scored_splits({"test": splits.test, "val": splits.val}, bundle, k)
+    test, val = frames["test"], frames["val"]
     prob = test["probability"].to_numpy()
     report = evaluate_predictions(test, prob)
     for i, member in enumerate(members if k > 1 else []):
         own = test[f"probability_member_{i}"].to_numpy()
         member.update(binary_metrics(test[LABEL_COLUMN].to_numpy(), own, prefix=""))
-    val = scored(splits.val, bundle, "val")
     val_prob = val["probability"].to_numpy()
     assert splits.train_stats is not None
     save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"]), bundle)
@@ -87,5 +113,5 @@ def evaluate_candidate(
         labels=test[LABEL_COLUMN].to_numpy(),
         probability=prob,
         val_log_loss=float(log_loss(val[LABEL_COLUMN], val_prob, labels=[0, 1])),
-        gbdt=gbdt_on_ray(splits, pre, seed),
+        gbdt=ray.get(gbdt),
     )
