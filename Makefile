@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest -q --durations=25 --durations-min=1
 
 .PHONY: setup gates-setup demo test stages-reset test-unit test-integration test-e2e lint docs \
 	gates lock \
-	bench mutants serve clean
+	bench mutants serve clean cluster
 
 # Versions from requirements.lock (the same constraints CI and docker/Dockerfile use).
 $(STAMP): pyproject.toml requirements.lock
@@ -73,6 +73,10 @@ test-integration: setup gates-setup
 
 test-e2e: setup
 	$(STAGE) test-e2e -- $(PYTEST) tests/e2e
+
+## a multi-node Ray on this machine: a head with no CPUs + 2 worker nodes (Ctrl-C stops it)
+cluster: setup
+	$(BIN)/python -m tests.support.cluster --workers 2
 
 ## offline security gates: semgrep (own rules), detect-secrets, hadolint, checkov, actionlint, zizmor
 gates: setup gates-setup

@@ -142,3 +142,12 @@ def train_summary(result: dict[str, Any]) -> None:
               f"best epoch {result['best_epoch']} of {result['epochs_run']}")  # fmt: skip
     err.print(f"{epochs}, {result['train_wall_time_s']:.0f} s of training; {model}",
               highlight=False)  # fmt: skip
+    nodes = {node for node in result.get("worker_nodes") or [] if node}
+    restarts = result.get("worker_group_restarts", 0)
+    if len(nodes) > 1 or restarts:
+        resumed = ", ".join(str(e) for e in result.get("resumed_from_epochs") or [])
+        err.print(
+            f"workers on {len(nodes)} node(s); worker group restarted {restarts} time(s)"
+            + (f", resumed from epoch {resumed}" if resumed else ""),
+            highlight=False,
+        )

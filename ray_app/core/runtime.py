@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ray_app.core.config import RayConfig
@@ -146,3 +147,63 @@ def _start_local(ray: Any) -> None:
         logging.getLogger(__name__).warning(
             "Ray's dashboard took %s, not the port %s its workers were told", context.dashboard_url,
             port)  # fmt: skip
+
+
+def check_shared_storage(storage_path: str | Any, timeout_s: float = 60.0) -> None:
+    """Refuse, before any work starts, a local `storage_path` that some Ray node cannot see.
+
+    Ray Train and Tune write checkpoints from the workers' nodes and read them back on the
+    driver's and on whichever node a restarted worker lands: a folder on one machine's own
+    disk fails at the first checkpoint, or worse, at the first restart. So the driver writes
+    a marker there and a 0-CPU task on every node that can run work (CPUs or GPUs) looks for
+    it. A URI (s3://, gs://, ...) is left to its filesystem; one node (a laptop) is not asked.
+    """
+    import os
+    import secrets
+    from pathlib import Path
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if "://" in str(storage_path) or not ray.is_initialized():
+        return
+    here = ray.get_runtime_context().get_node_id()
+    nodes = [n for n in ray.nodes() if n.get("Alive") and (
+        n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]  # fmt: skip
+    if all(n["NodeID"] == here for n in nodes):
+        return
+    folder = Path(storage_path).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    marker = folder / f".ray-app-reach-{token}"
+    marker.write_text(token)
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def sees(path: str, expected: str) -> bool:
+        try:
+            with open(path) as handle:
+                return handle.read() == expected
+        except OSError:
+            return False
+
+    try:
+        refs = {n["NodeID"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(marker), token) for n in nodes}  # fmt: skip
+        blind = []
+        for node in nodes:
+            try:
+                ok = ray.get(refs[node["NodeID"]], timeout=timeout_s)
+            except Exception:  # the node died meanwhile, or never ran the probe
+                ok = False
+            if not ok:
+                blind.append(f"{node['NodeID'][:12]} ({node['NodeManagerAddress']})")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+    if blind:
+        raise UserError(
+            f"--storage-path {folder} is not shared: Ray node(s) {', '.join(blind)} do not see "
+            "it (a folder on this machine's own disk). Checkpoints are written and read on "
+            "every node: give a folder mounted at the same path on every node (NFS, the "
+            "RayCluster's shared volume) or a URI (s3://bucket/path, gs://bucket/path)"
+        )

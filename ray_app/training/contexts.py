@@ -7,6 +7,7 @@ workers form a process group; a trial is one process).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,9 @@ class LocalContext:
         self.reports.append(metrics)
         if self.on_report is not None:
             self.on_report(metrics, checkpoint_dir)
+
+    def placement(self) -> list[dict[str, Any]]:
+        return [{"rank": 0, "node_id": None, "pid": os.getpid()}]
 
     @property
     def wants_checkpoints(self) -> bool:
@@ -76,6 +80,20 @@ class RayContext:
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = self.api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         self.api.report(metrics, checkpoint=checkpoint)
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Every rank's Ray node and PID (rank order), gathered over the process group: the
+        same list on each rank."""
+        import ray
+        import torch.distributed as dist
+
+        me = {"rank": self.world_rank, "node_id": ray.get_runtime_context().get_node_id(),
+              "pid": os.getpid()}  # fmt: skip
+        if self.world_size == 1 or not dist.is_initialized():
+            return [me]
+        everyone: list[Any] = [None] * self.world_size
+        dist.all_gather_object(everyone, me)
+        return sorted(everyone, key=lambda w: int(w["rank"]))
 
     @property
     def wants_checkpoints(self) -> bool:

@@ -11,13 +11,14 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
 from ray_app.core.config import AppConfig, dump_config
+from ray_app.core.runtime import check_shared_storage
 from ray_app.core.schema import FEATURE_COLUMNS
 from ray_app.data.raydata import SplitDatasets, load_datasets, train_stats
 from ray_app.data.splits import load_splits, summarise
@@ -43,6 +44,8 @@ class Prepared:
     splits: SplitDatasets
     pre: Preprocessor
     encoded: dict[str, Any]
+    # On several nodes: the encoded blocks, pinned on the driver's node (see keep_blocks_here).
+    pinned: list[Any] = field(default_factory=list)
 
 
 def prepare_datasets(cfg: AppConfig) -> Prepared:
@@ -52,7 +55,31 @@ def prepare_datasets(cfg: AppConfig) -> Prepared:
     splits = load_datasets(cfg.data)
     splits.train_stats = train_stats(splits.train)
     pre = Preprocessor.fit_stats(splits.train_stats, cfg.features)
-    return Prepared(splits, pre, model_ready(splits, pre))
+    encoded = model_ready(splits, pre)
+    return Prepared(splits, pre, encoded, keep_blocks_here(encoded))
+
+
+def keep_blocks_here(datasets: dict[str, Any]) -> list[Any]:
+    """On a cluster of several nodes, a copy of every materialized block on the driver's node,
+    pinned while the job runs; on one node, nothing.
+
+    The encoded splits are computed once, before training, by tasks on the worker nodes, and
+    their blocks live in those nodes' object stores. When a node dies its blocks go with it;
+    Ray then recovers each from another copy if one exists, else by re-running the tasks that
+    made it. Re-running needs CPUs, and the restarted worker group holds them while it waits
+    for those very blocks: with every CPU in the group (2 workers, 2 one-CPU nodes) the run
+    hung for ever. A copy on the driver's node (the head on a cluster, which has an object
+    store even with no CPUs) lets Ray recover without running anything. The copy is in the
+    object store, not the driver's heap (Arrow blocks are read zero-copy): it costs the head's
+    object store the size of the encoded data.
+    """
+    import ray
+
+    if len({n["NodeID"] for n in ray.nodes() if n.get("Alive")}) < 2:
+        return []
+    refs = [ref for ds in datasets.values() for bundle in ds.iter_internal_ref_bundles()
+            for ref in bundle.block_refs]  # fmt: skip
+    return list(ray.get(refs))
 
 
 def run_name(kind: str) -> str:
@@ -202,6 +229,7 @@ def run_train_job(
     Returns:
         The result (`--json`), with the registered version and the champion rule's decision.
     """
+    check_shared_storage(cfg.ray.storage_path)
     progress("loading and validating data")
     prepared = prepare_datasets(cfg)
     prov = prepared.splits.provenance
@@ -270,7 +298,18 @@ def _train_result(
         model_version=None if version is None else int(version),
         champion=promotion,
         checkpoint=outcomes[0].checkpoint_path,
+        **_worker_groups(outcomes[0].meta),
     )
+
+
+def _worker_groups(meta: dict[str, Any]) -> dict[str, Any]:
+    """Where the last worker group ran, and the restarts before it (the loop's meta)."""
+    groups = meta.get("worker_groups") or [{"resumed_from_epoch": 0, "workers": []}]
+    return {
+        "worker_nodes": [w.get("node_id") for w in groups[-1]["workers"]],
+        "worker_group_restarts": len(groups) - 1,
+        "resumed_from_epochs": [int(g["resumed_from_epoch"]) for g in groups[1:]],
+    }
 
 
 def run_evaluate_job(cfg: AppConfig, model_uri: str) -> EvaluateResult:

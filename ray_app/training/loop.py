@@ -78,6 +78,8 @@ class LoopContext(Protocol):
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None: ...
 
+    def placement(self) -> list[dict[str, Any]]: ...
+
     @property
     def wants_checkpoints(self) -> bool: ...
 
@@ -192,6 +194,12 @@ def train_loop(spec: LoopSpec, data: EncodedData | StreamedData, ctx: LoopContex
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         meta = state["meta"]
+    # Each start of the workers (the first, then every restart after a lost worker or node)
+    # with where its ranks run: kept in the checkpoints' meta, so the driver sees them all.
+    # A restart that is lost again before its first checkpoint leaves no entry.
+    meta.setdefault("worker_groups", []).append(
+        {"resumed_from_epoch": meta["epoch"], "workers": ctx.placement()}
+    )
     local_batch = max(1, cfg.batch_size // ctx.world_size)  # global batch stays cfg.batch_size
     val_cat, val_num = writable(data.val_cat), writable(data.val_num)
     for epoch in range(meta["epoch"] + 1, cfg.max_epochs + 1):

@@ -79,6 +79,20 @@ class TrainResult(_Result):
     model_version: int | None
     champion: Promotion | None = Field(description="None when no version was registered")
     checkpoint: str
+    worker_nodes: list[str | None] = Field(
+        default_factory=list,
+        description="the Ray node id of each rank of the last worker group (an ensemble: "
+        "member 0's trial)",
+    )
+    worker_group_restarts: int = Field(
+        0,
+        description="worker groups started again after a lost worker or node (an "
+        "ensemble: member 0's); one lost again before its first checkpoint is not counted",
+    )
+    resumed_from_epochs: list[int] = Field(
+        default_factory=list,
+        description="for each restart, the epoch of the checkpoint it resumed from",
+    )
 
 
 class TuneResult(_Result):

@@ -16,6 +16,7 @@ import mlflow
 
 from ray_app.core.config import AppConfig
 from ray_app.core.errors import UserError
+from ray_app.core.runtime import check_shared_storage
 from ray_app.tracking import store
 from ray_app.training.contexts import RayContext
 from ray_app.training.distributed import make_trainer
@@ -231,6 +232,7 @@ def run_tune_job(
     Returns:
         The search's summary and, with `cfg.search.retrain`, the retrained model's result.
     """
+    check_shared_storage(cfg.ray.storage_path)
     progress("loading and validating data")
     prepared = prepare_datasets(cfg)
     pre, datasets = prepared.pre, prepared.encoded

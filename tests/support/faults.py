@@ -64,3 +64,21 @@ def member_seed_1_at_epoch_3(event: EpochEvent) -> None:
     the previous epoch's checkpoint when the loop goes on: no commit to wait for."""
     if event.epoch == 3 and event.seed == 1:
         _crash_once(event, wait_for_commit=False)
+
+
+NODE_LOST = "node_lost.txt"
+
+
+def park_in_epoch_3(event: EpochEvent) -> None:
+    """Multi-node: every rank stops in epoch 3, once epoch 2's checkpoint is committed, and
+    says so (parked-<rank>.txt), until the test has killed a node and written node_lost.txt.
+    The restarted group finds that file and goes on: it parks no more."""
+    assert event.run_dir is not None
+    run_dir = Path(event.run_dir)
+    if event.epoch != 3 or (run_dir / NODE_LOST).exists():
+        return
+    _wait_for_committed_checkpoint(run_dir, 2)
+    (run_dir / f"parked-{event.rank}.txt").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 300
+    while not (run_dir / NODE_LOST).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
