@@ -70,13 +70,36 @@ class Scorer:
         return self.predict_encoded(*self.preprocessor.transform(rows))
 
 
+def bundle_files(directory: str | Path) -> dict[str, bytes]:
+    """A bundle's files (weights, model.json, preprocessor.json, ...) as bytes: what scoring
+    actors on other nodes get, through the object store, instead of a path on this one."""
+    root = Path(directory)
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*"))
+            if f.is_file()}  # fmt: skip
+
+
 class BatchScorer:
     """Ray Data actor: loads a bundle once, scores Arrow batches of raw rows (batch scoring, the
-    training job's evaluation)."""
+    training job's evaluation).
 
-    def __init__(self, bundle_dir: str, model_version: str, members: bool = False) -> None:
+    `bundle`: the bundle's files (`bundle_files`). Not a folder path: the driver's folders are
+    on the driver's machine, and on a cluster these actors run on others (a 0-CPU head puts
+    every one of them there): a path failed with "No such file" there."""
+
+    def __init__(self, bundle: Any, model_version: str, members: bool = False) -> None:
+        import tempfile
+
+        import ray
+
         torch.set_num_threads(1)
-        self.scorer = Scorer.from_bundle(bundle_dir)  # type: ignore[arg-type]
+        if isinstance(bundle, ray.ObjectRef):  # Ray Data passes constructor args as they are
+            bundle = ray.get(bundle)
+        with tempfile.TemporaryDirectory(prefix="ray_app_bundle_") as tmp:
+            for name, data in bundle.items():
+                path = Path(tmp) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            self.scorer = Scorer.from_bundle(Path(tmp))  # read whole: the folder can go
         self.version, self.members = model_version, members
 
     def __call__(self, batch: Any) -> Any:
@@ -103,10 +126,14 @@ def score_dataset(
     dataset: Any, bundle_dir: str, version: str, actors: int = 1, members: bool = False
 ) -> Any:
     """`dataset` with probability, predicted label and model version columns (and, with
-    `members`, each ensemble member's probability)."""
+    `members`, each ensemble member's probability). The bundle's files travel to the actors
+    through the object store (put once, whatever the number of actors)."""
+    import ray
+
+    files = ray.put(bundle_files(bundle_dir))
     return dataset.map_batches(
         BatchScorer,
-        fn_constructor_args=(bundle_dir, version, members),
+        fn_constructor_args=(files, version, members),
         batch_format="pyarrow",
         batch_size=16_384,
         concurrency=actors,

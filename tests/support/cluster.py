@@ -60,6 +60,10 @@ class LocalCluster:
     env: dict[str, str]
     work: Path
     nodes: list[Node] = field(default_factory=list)
+    # Folders every worker node sees as its own empty disk: the driver's temp dir (TMPDIR in
+    # `env`), as each pod of a RayCluster has its own /tmp. A path the driver hands to a
+    # worker instead of the data behind it fails here as it would across machines.
+    node_local: list[Path] = field(default_factory=list)
 
     def state(self, path: str) -> dict:
         """The State API (GET /api/v0/...), as `ray list` reads it."""
@@ -78,7 +82,8 @@ class LocalCluster:
     def add_node(self, name: str, num_cpus: int = 1, private: Path | None = None,
                  limit_s: float = 90) -> Node:  # fmt: skip
         """Start a worker node and wait until the head counts it alive. `private`: a folder
-        this node sees as an empty tmpfs of its own (the other processes keep theirs)."""
+        this node sees as an empty tmpfs of its own (the other processes keep theirs), besides
+        the cluster's `node_local` folders."""
         assert all(n.name != name for n in self.nodes), name
         temp_dir = Path(tempfile.mkdtemp(prefix=f"rn{name}", dir="/tmp"))
         log = self.work / f"node-{name}.log"
@@ -86,9 +91,12 @@ class LocalCluster:
         cmd = [str(BIN / "ray"), "start", "--block", f"--address={self.address}",
                f"--num-cpus={num_cpus}", f"--resources={json.dumps({resource: 1})}",
                "--disable-usage-stats", f"--temp-dir={temp_dir}"]  # fmt: skip
-        if private is not None:
-            private.mkdir(parents=True, exist_ok=True)
-            script = f'mount -t tmpfs ray-app-node-{name} {private} && exec "$@"'
+        own = [*self.node_local, *([private] if private is not None else [])]
+        if own:
+            for folder in own:
+                folder.mkdir(parents=True, exist_ok=True)
+            mounts = " && ".join(f"mount -t tmpfs ray-app-node-{name} {f}" for f in own)
+            script = f'{mounts} && exec "$@"'
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                    "node", *cmd]  # fmt: skip
         proc = subprocess.Popen(cmd, env=self.env, stdout=log.open("w"),
@@ -151,9 +159,13 @@ def local_cluster(work: Path, workers: int = 2, env: dict[str, str] | None = Non
     """A head (0 CPUs) and `workers` worker nodes of 1 CPU (named w1, w2, ...). Every node's
     processes can import this repository's `tests` (the fault-injection hooks), as every
     pod of a RayCluster has the image's code."""
+    driver_tmp = work / "driver-tmp"
+    driver_tmp.mkdir(exist_ok=True)
     env = {"PYTHONPATH": str(REPO), **(env or {})}
     with ray_head(work / "head.log", env, num_cpus=0) as (url, head_env):
-        cluster = LocalCluster(url, head_env["TEST_RAY_GCS_ADDRESS"], head_env, work)
+        head_env = {**head_env, "TMPDIR": str(driver_tmp)}
+        cluster = LocalCluster(url, head_env["TEST_RAY_GCS_ADDRESS"], head_env, work,
+                               node_local=[driver_tmp])  # fmt: skip
         try:
             for i in range(1, workers + 1):
                 cluster.add_node(f"w{i}")

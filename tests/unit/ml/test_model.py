@@ -110,3 +110,24 @@ def test_early_stopping_stops_before_max_epochs(small_splits):
     meta = train_loop(spec, data, ctx).meta
     assert meta["epoch"] < 40
     assert meta["bad_epochs"] == 2
+
+
+def test_a_scoring_actor_builds_the_bundle_from_its_bytes_not_a_path(small_splits, tmp_path):
+    """BatchScorer gets the bundle's files (what Ray Data's actors on other nodes receive), not
+    the driver's folder: the folder is gone before it scores, and it scores as the folder did."""
+    import shutil
+
+    import pyarrow as pa
+
+    from ray_app.ml.scoring import BatchScorer, bundle_files
+
+    pre = Preprocessor.fit(small_splits.train, FeatureConfig())
+    model = build_model(ModelConfig(), pre.cardinalities).eval()
+    bundle = save_bundle(tmp_path / "b", model.state_dict(), ModelConfig(), pre.cardinalities, pre)
+    files = bundle_files(bundle)
+    assert {"model.pt", "model.json", "preprocessor.json"} <= set(files)
+    expected = Scorer.from_bundle(bundle).predict_proba(small_splits.test.head(50))
+    shutil.rmtree(bundle)
+    scored = BatchScorer(files, "7")(pa.Table.from_pandas(small_splits.test.head(50)))
+    np.testing.assert_allclose(scored.column("probability").to_numpy(), expected)
+    assert set(scored.column("model_version").to_pylist()) == {"7"}
