@@ -17,6 +17,7 @@ import mlflow
 from ray_app.core.config import AppConfig
 from ray_app.core.errors import UserError
 from ray_app.core.runtime import check_shared_storage
+from ray_app.core.settings import Settings
 from ray_app.tracking import store
 from ray_app.training.contexts import RayContext
 from ray_app.training.distributed import make_trainer
@@ -80,15 +81,19 @@ def _trial(
     datasets: dict[str, Any],
     base: dict[str, Any],
     cardinalities: list[int],
+    epoch_hook: str | None = None,
 ) -> None:
     """One Tune trial: the shared loop in-process, or a TorchTrainer reporting back to Tune.
+    `epoch_hook`: the driver's RAY_APP_EPOCH_HOOK (read there: a trial's node has its own
+    environment).
 
     Every trial reads the same materialized Datasets (blocks in the object store once).
     """
     cfg = trial_config(AppConfig.model_validate(base), params)
     workers = cfg.search.workers_per_trial
     if workers == 0:
-        spec = LoopSpec(cfg.model, cfg.train, cardinalities, threads=cfg.ray.cpus_per_worker)
+        spec = LoopSpec(cfg.model, cfg.train, cardinalities, threads=cfg.ray.cpus_per_worker,
+                        epoch_hook=epoch_hook)  # fmt: skip
         data = worker_data(
             datasets["train"].iterator(), datasets["val"].iterator(), cfg.ray.shard_cache_mb
         )
@@ -146,7 +151,11 @@ def run_search(cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int
     search = cfg.search
     base = cfg.model_dump(mode="json")
     trainable = tune.with_parameters(
-        _trial, datasets=datasets, base=base, cardinalities=cardinalities
+        _trial,
+        datasets=datasets,
+        base=base,
+        cardinalities=cardinalities,
+        epoch_hook=Settings().epoch_hook,
     )
     trainable = tune.with_resources(trainable, trial_resources(cfg))
     storage = Path(cfg.ray.storage_path).resolve()
@@ -179,7 +188,13 @@ def run_search(cfg: AppConfig, datasets: dict[str, Any], cardinalities: list[int
                 ),
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=str(storage), callbacks=callbacks, verbose=0
+                name=name,
+                storage_path=str(storage),
+                callbacks=callbacks,
+                verbose=0,
+                # A trial whose process or node is lost starts again from its last checkpoint
+                # (the ensemble's members do the same), instead of ending the trial as failed.
+                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
             ),
         )
     return tuner.fit()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.faults import FAULT_DIR_ENV
 from tests.support.procs import BIN, REPO, descendants, ray_head, with_env
 
 # The custom resource that names a worker node (ray_app_node_<name>: 1): tests find a node's
@@ -161,7 +162,8 @@ def local_cluster(work: Path, workers: int = 2, env: dict[str, str] | None = Non
     pod of a RayCluster has the image's code."""
     driver_tmp = work / "driver-tmp"
     driver_tmp.mkdir(exist_ok=True)
-    env = {"PYTHONPATH": str(REPO), **(env or {})}
+    (work / "faults").mkdir(exist_ok=True)
+    env = {"PYTHONPATH": str(REPO), FAULT_DIR_ENV: str(work / "faults"), **(env or {})}
     with ray_head(work / "head.log", env, num_cpus=0) as (url, head_env):
         head_env = {**head_env, "TMPDIR": str(driver_tmp)}
         cluster = LocalCluster(url, head_env["TEST_RAY_GCS_ADDRESS"], head_env, work,

@@ -82,3 +82,20 @@ def park_in_epoch_3(event: EpochEvent) -> None:
     deadline = time.monotonic() + 300
     while not (run_dir / NODE_LOST).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+# Multi-node Tune: a folder every node sees (tests/support/cluster.py sets it on each node).
+FAULT_DIR_ENV = "RAY_APP_TEST_FAULT_DIR"
+
+
+def park_trials_in_epoch_3(event: EpochEvent) -> None:
+    """Multi-node Tune: every trial stops in epoch 3 (its epoch-2 checkpoint is persisted: a
+    trial's report returns after it), says so (parked-<pid>.txt in the fault folder), and waits
+    until the test has killed a node (node_lost.txt there). Restarted trials park no more."""
+    folder = Path(os.environ[FAULT_DIR_ENV])
+    if event.epoch != 3 or (folder / NODE_LOST).exists():
+        return
+    (folder / f"parked-{os.getpid()}.txt").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 300
+    while not (folder / NODE_LOST).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -144,3 +144,58 @@ def test_a_node_lost_in_training_restarts_the_group_from_the_last_checkpoint(
     clean = clean_run["result"]
     assert result["test_log_loss"] <= clean["test_log_loss"] + 0.02
     assert result["test_accuracy"] >= clean["test_accuracy"] - 0.01
+
+
+def test_a_node_lost_mid_search_restarts_only_its_trial_and_the_search_finishes(cluster, tmp_path):
+    """Two trials at once, one per node, both stopped in epoch 3; the node of one of them is
+    SIGKILLed and a new node joins. That trial starts again from its epoch-2 checkpoint (Tune's
+    FailureConfig), the other goes on untouched, the third runs, and the best config is
+    retrained (Ray Train, across the nodes) and registered."""
+    faults = cluster.work / "faults"
+    storage = tmp_path / "rr"
+    cmd = [str(BIN / "ray-app"), "tune", "--ray-address", cluster.address, "--name", "s",
+           "--num-samples", "3", "--max-concurrent", "2", "--max-epochs", "4",
+           "--scheduler", "fifo", "--subsample", "3000", "--json",
+           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "--storage-path", str(storage)]  # fmt: skip
+    log = tmp_path / "tune.log"
+    env = {**cluster.env, "RAY_APP_EPOCH_HOOK": "tests.support.faults:park_trials_in_epoch_3"}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=log.open("w"), text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(faults.glob("parked-*.txt"))) < 2:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        parked = {int(p.read_text()) for p in faults.glob("parked-*.txt")}
+        held = {pid: next(n for n in cluster.nodes if pid in descendants(n.proc.pid))
+                for pid in parked}  # fmt: skip
+        assert len({n.name for n in held.values()}) == 2  # one trial on each node
+        lost_pid, lost = next(iter(held.items()))
+        killed_at = cluster.kill_node(lost)
+        (faults / NODE_LOST).write_text(f"{lost.name} killed\n")
+        cluster.nodes.remove(lost)
+        cluster.add_node("w4")
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["trials"] == 3 and result["errored"] == 0
+    assert result["epochs_consumed"] == result["full_budget_epochs"] == 12
+    rows = {path.parent.name: [json.loads(line) for line in path.read_text().splitlines()]
+            for path in (storage / "s").glob("*/result.json")}  # fmt: skip
+    assert len(rows) == 3
+    for trial, reports in rows.items():
+        # Every epoch once per trial: the restarted one did not rerun epochs 1-2.
+        assert [r["training_iteration"] for r in reports] == [1, 2, 3, 4], trial
+    restarted = [t for t, reports in rows.items() if reports[0]["pid"] == lost_pid]
+    assert len(restarted) == 1
+    reports = rows[restarted[0]]
+    assert reports[1]["epoch_end_unix"] < killed_at < reports[2]["epoch_end_unix"]
+    assert reports[2]["pid"] != lost_pid  # epochs 3-4 ran in a new process, on another node
+    # The best config, retrained with Ray Train over two nodes and registered.
+    assert result["model_version"] == 1
+    assert len(set(result["retrained"]["worker_nodes"])) == 2
