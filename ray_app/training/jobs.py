@@ -56,22 +56,26 @@ def prepare_datasets(cfg: AppConfig) -> Prepared:
     splits.train_stats = train_stats(splits.train)
     pre = Preprocessor.fit_stats(splits.train_stats, cfg.features)
     encoded = model_ready(splits, pre)
-    return Prepared(splits, pre, encoded, keep_blocks_here(encoded))
+    # The raw splits too: the evaluation scores test and validation after training, and
+    # re-making their blocks would need CPUs its scoring actor and the GBDT task hold.
+    raw = {"train_rows": splits.train, "val_rows": splits.val, "test_rows": splits.test}
+    return Prepared(splits, pre, encoded, keep_blocks_here({**encoded, **raw}))
 
 
 def keep_blocks_here(datasets: dict[str, Any]) -> list[Any]:
-    """On a cluster of several nodes, a copy of every materialized block on the driver's node,
-    pinned while the job runs; on one node, nothing.
+    """On a cluster of several nodes, a copy of every block of `datasets` on the driver's
+    node, pinned while the job runs; on one node, nothing.
 
-    The encoded splits are computed once, before training, by tasks on the worker nodes, and
-    their blocks live in those nodes' object stores. When a node dies its blocks go with it;
-    Ray then recovers each from another copy if one exists, else by re-running the tasks that
-    made it. Re-running needs CPUs, and the restarted worker group holds them while it waits
-    for those very blocks: with every CPU in the group (2 workers, 2 one-CPU nodes) the run
-    hung for ever. A copy on the driver's node (the head on a cluster, which has an object
-    store even with no CPUs) lets Ray recover without running anything. The copy is in the
-    object store, not the driver's heap (Arrow blocks are read zero-copy): it costs the head's
-    object store the size of the encoded data.
+    The splits and their encoded form are computed once, before training, by tasks on the
+    worker nodes, and their blocks live in those nodes' object stores. When a node dies its
+    blocks go with it; Ray then recovers each from another copy if one exists, else by
+    re-running the tasks that made it. Re-running needs CPUs, and whoever waits for the blocks
+    may hold them: the restarted worker group (2 workers on 2 one-CPU nodes) hung for ever,
+    and so did the evaluation after a loss (its scoring actor and the GBDT task hold 2 CPUs).
+    A copy on the driver's node (the head on a cluster, which has an object store even with
+    no CPUs) lets Ray recover without running anything. The copy is in the object store, not
+    the driver's heap (Arrow blocks are read zero-copy): it costs the head's object store the
+    size of the splits and their encoding.
     """
     import ray
 
