@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.support.cluster import LocalCluster, local_cluster  # noqa: E402
 from tests.support.faults import NODE_LOST  # noqa: E402
-from tests.support.procs import descendants  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent
@@ -90,12 +89,8 @@ def _recovery(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> di
     run_dir = next((work / "rr").glob("train-*/parked-1.txt")).parent
     while not (run_dir / "parked-0.txt").exists():
         time.sleep(0.2)
-    rank1 = int((run_dir / "parked-1.txt").read_text())
-    lost = next(n for n in cluster.nodes if rank1 in descendants(n.proc.pid))
-    killed_at = cluster.kill_node(lost)
-    (run_dir / NODE_LOST).write_text(f"{lost.name} killed\n")
-    cluster.nodes.remove(lost)
-    cluster.add_node("w3")
+    lost = cluster.node_of(int((run_dir / "parked-1.txt").read_text()))
+    killed_at, _ = cluster.replace_node(lost, "w3", run_dir / NODE_LOST)
     joined = time.time() - killed_at
     dead = cluster.wait_dead(lost) + joined  # the head counts it dead (its health checks)
     result = _result(proc, work)

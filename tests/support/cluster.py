@@ -122,6 +122,18 @@ class LocalCluster:
         _kill_tree(node.proc)
         return when
 
+    def node_of(self, pid: int) -> Node:
+        """The worker node whose process tree holds `pid` (a Train worker, a Tune trial)."""
+        return next(n for n in self.nodes if pid in descendants(n.proc.pid))
+
+    def replace_node(self, lost: Node, name: str, marker: Path) -> tuple[float, Node]:
+        """SIGKILL `lost`, write `marker` (what the parked hooks wait for), start node `name`;
+        returns (when it was killed, the new node)."""
+        killed_at = self.kill_node(lost)
+        marker.write_text(f"{lost.name} ({lost.node_id}) killed\n")
+        self.nodes.remove(lost)
+        return killed_at, self.add_node(name)
+
     def wait_dead(self, node: Node, limit_s: float = 120) -> float:
         """Until the head no longer counts `node` alive (Ray's health checks); seconds."""
         start = time.monotonic()

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_app.ml.bundle import WEIGHTS
 from tests.support.cluster import LocalCluster, local_cluster
 from tests.support.faults import NODE_LOST
-from tests.support.procs import BIN, descendants
+from tests.support.procs import BIN
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,8 @@ def test_training_places_its_two_workers_on_two_nodes(cluster, clean_run):
     assert result["worker_group_restarts"] == 0 and result["resumed_from_epochs"] == []
     # Checkpoints in the shared storage path, written from the workers' nodes.
     checkpoint = Path(result["checkpoint"])
-    assert checkpoint.is_relative_to(clean_run["work"] / "rr") and (checkpoint / WEIGHTS).exists()
+    assert checkpoint.is_relative_to(clean_run["work"] / "rr")
+    assert (checkpoint / "model.pt").exists()
     assert result["epochs_run"] == 4 and result["model_version"] == 1
 
 
@@ -113,12 +113,8 @@ def test_a_node_lost_in_training_restarts_the_group_from_the_last_checkpoint(
             time.sleep(0.2)
         run_dir = next(storage.glob("train-*/parked-1.txt")).parent
         _wait_for([run_dir / "parked-0.txt"], proc, log, 60)
-        rank1 = int((run_dir / "parked-1.txt").read_text())
-        lost = next(n for n in cluster.nodes if rank1 in descendants(n.proc.pid))
-        killed_at = cluster.kill_node(lost)
-        (run_dir / NODE_LOST).write_text(f"{lost.name} ({lost.node_id}) killed\n")
-        cluster.nodes.remove(lost)
-        new = cluster.add_node("w3")
+        lost = cluster.node_of(int((run_dir / "parked-1.txt").read_text()))
+        killed_at, new = cluster.replace_node(lost, "w3", run_dir / NODE_LOST)
         out, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
@@ -169,14 +165,10 @@ def test_a_node_lost_mid_search_restarts_only_its_trial_and_the_search_finishes(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         parked = {int(p.read_text()) for p in faults.glob("parked-*.txt")}
-        held = {pid: next(n for n in cluster.nodes if pid in descendants(n.proc.pid))
-                for pid in parked}  # fmt: skip
+        held = {pid: cluster.node_of(pid) for pid in parked}
         assert len({n.name for n in held.values()}) == 2  # one trial on each node
         lost_pid, lost = next(iter(held.items()))
-        killed_at = cluster.kill_node(lost)
-        (faults / NODE_LOST).write_text(f"{lost.name} killed\n")
-        cluster.nodes.remove(lost)
-        cluster.add_node("w4")
+        killed_at, _ = cluster.replace_node(lost, "w4", faults / NODE_LOST)
         out, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
