@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -101,8 +101,10 @@ def wait_http(url: str, proc: subprocess.Popen, limit_s: float, log: Callable[[]
 
 
 @contextlib.contextmanager
-def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int = 2):
+def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int = 2, *,
+             port: int | None = None, args: Sequence[str] = ()):  # fmt: skip
     """A real `ray start --head --block` with token auth; yields (dashboard URL, env).
+    `port`: the GCS port (a free one by default); `args`: more `ray start` options.
 
     Its own process group, stopped by PID (never `ray stop`, which would stop every Ray on
     the machine). The token is the test's own: a fresh machine has no ~/.ray/auth_token.
@@ -111,7 +113,7 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
     import shutil
     import tempfile
 
-    dashboard, gcs = free_port(), free_port()
+    dashboard, gcs = free_port(), port or free_port()
     # Ray's socket paths must stay under 107 bytes: pytest's tmp_path is too deep.
     temp_dir = Path(tempfile.mkdtemp(prefix="rayhead", dir="/tmp"))
     env = {
@@ -126,7 +128,7 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--num-cpus={num_cpus}",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}", *args],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{dashboard}"
