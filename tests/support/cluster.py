@@ -9,7 +9,7 @@ in the node's own mount namespace (`unshare`, root only): the node's processes s
 folder where the driver sees its files.
 
 For people: `python -m tests.support.cluster [--workers 2]` (or `make cluster`) starts one
-and prints its addresses; Ctrl-C stops every process it started.
+and prints its addresses; Ctrl-C (or SIGTERM) stops every process it started.
 """
 
 from __future__ import annotations
@@ -196,6 +196,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # `kill` stops it as Ctrl-C does (a backgrounded process ignores SIGINT).
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     work = Path(tempfile.mkdtemp(prefix="ray-app-cluster-"))
     with local_cluster(work, args.workers) as cluster:
         token = cluster.env["RAY_AUTH_TOKEN"]

@@ -38,6 +38,7 @@ from ray_app.serving.config import SERVE_ENV, render_config, serve_config
 from ray_app.serving.graph import API_MAX_ONGOING
 from ray_app.serving.guards import NO_KEY
 from ray_app.serving.schemas import BUSY
+from tests.support.load import Load
 from tests.support.procs import ENV, REPO, descendants, free_port, stop_group, with_env
 from tests.support.samples import RECORD
 from tests.support.services import mlflow_server
@@ -327,46 +328,6 @@ def _dashboard(served: dict) -> str:
     raise AssertionError("no dashboard process under serve run")
 
 
-class Load:
-    """`concurrency` clients posting `body` back to back (in a thread, for the duration of a
-    `with`); every answer kept as (sent, answered, status, model_version or error)."""
-
-    def __init__(self, url: str, concurrency: int = 16, body: object = RECORD) -> None:
-        self.url, self.concurrency, self.body = url, concurrency, body
-        self.results: list[tuple[float, float, int, str | None]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        limits = httpx.Limits(max_connections=self.concurrency)
-        async with httpx.AsyncClient(base_url=self.url, headers=AUTH, timeout=60,
-                                     limits=limits) as client:  # fmt: skip
-            await asyncio.gather(*(self._client(client) for _ in range(self.concurrency)))
-
-    async def _client(self, client: httpx.AsyncClient) -> None:
-        while not self.stop.is_set():
-            sent = time.monotonic()
-            try:
-                response = await client.post("/predict", json=self.body)
-                status = response.status_code
-                version = response.json()["model_version"] if status == 200 else response.text
-            except httpx.HTTPError as exc:
-                status, version = 0, type(exc).__name__
-            self.results.append((sent, time.monotonic(), status, version))
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while len(self.results) < 50 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(self.results) >= 50, f"the load never got going: {self.results[-5:]}"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(90)
-
-
 def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatch):
     """Concurrency 16 while the pipeline's deploy step (a Serve REST PUT, what KubeRay does)
     moves to version 2 and `ray-app deploy` (the same step) back to 1: no non-2xx, and every
@@ -383,7 +344,7 @@ def test_rollout_and_rollback_under_load_answer_every_request(served, monkeypatc
               "tracking_uri": served["tracking"], "serve_port": served["port"]}  # fmt: skip
     replicas = {d: _replica_pid(served, d) for d in ("Api", "Preprocess", "Model")}
     windows = []  # (deploy returned, next deploy started, version)
-    with Load(served["url"]) as load:
+    with Load(served["url"], headers=AUTH) as load:
         for version in (str(second.version), "1"):
             if windows:
                 windows[-1][1] = time.monotonic()
@@ -419,7 +380,7 @@ def test_a_replica_killed_under_load_fails_at_most_the_requests_in_flight(served
     """SIGKILL under concurrency 16: the requests on the dead replica get 503 + Retry-After
     (never a 500 or a dropped connection), no more than were in flight at the kill; the ones
     sent meanwhile wait for the replacement. The recovery time is printed (README)."""
-    with Load(served["url"]) as load:
+    with Load(served["url"], headers=AUTH) as load:
         pid = _replica_pid(served, deployment)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -430,12 +391,11 @@ def test_a_replica_killed_under_load_fails_at_most_the_requests_in_flight(served
                 break
             time.sleep(0.5)
     results = list(load.results)
-    in_flight = sum(1 for sent, answered, _, _ in results if sent <= killed <= answered)
+    in_flight = load.in_flight_at(killed)
     failed = [r for r in results if r[2] != 200]
     assert len(failed) <= in_flight <= 16, (in_flight, failed[:5])
     assert all(status == 503 and "lost mid-request" in body for _, _, status, body in failed)
-    recovered = min(answered for sent, answered, status, _ in results
-                    if sent > killed and status == 200)  # fmt: skip
+    recovered = load.first_success_after(killed)
     print(f"{deployment} killed: {len(failed)} of {in_flight} in flight failed; first success "
           f"of a request sent after the kill {recovered - killed:.1f} s later")  # fmt: skip
     assert recovered - killed < 60
