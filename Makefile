@@ -9,7 +9,7 @@ GATES_STAMP := $(GATES)/.installed
 STAGE := $(PYTHON) .ci/stage.py
 PYTEST := $(BIN)/python -m pytest -q --durations=25 --durations-min=1
 
-.PHONY: setup gates-setup demo test stages-reset test-unit test-integration test-e2e lint docs \
+.PHONY: setup gates-setup tools demo test stages-reset test-unit test-integration test-e2e lint docs \
 	gates lock \
 	bench mutants serve clean cluster
 
@@ -33,6 +33,10 @@ $(GATES_STAMP): requirements-gates.txt requirements-gates.lock
 	touch $(GATES_STAMP)
 
 gates-setup: $(GATES_STAMP)
+
+# System tools the tests run (Debian packages; CI runs as root): promtool.
+tools:
+	bash .ci/system_tools.sh
 
 ## data -> Ray Train (2 workers, DDP) -> evaluate on adult.test -> MLflow run + registry
 demo: setup
@@ -68,7 +72,7 @@ stages-reset:
 test-unit: setup
 	$(STAGE) test-unit -- $(PYTEST) -n 2 tests/unit
 
-test-integration: setup gates-setup
+test-integration: setup gates-setup tools
 	$(STAGE) test-integration -- $(PYTEST) tests/integration
 
 test-e2e: setup
