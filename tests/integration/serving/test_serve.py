@@ -41,7 +41,7 @@ from ray_app.serving.schemas import BUSY
 from tests.support.load import Load
 from tests.support.procs import ENV, REPO, descendants, free_port, stop_group, with_env
 from tests.support.samples import RECORD
-from tests.support.services import mlflow_server
+from tests.support.services import mlflow_server, prom_query, prometheus_server
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -487,11 +487,20 @@ def test_the_openapi_document_is_the_contract_for_a_fuzzer(served, tmp_path):
     assert "No issues found" in proc.stdout
 
 
-def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served):
+def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served, tmp_path):
     """The Preprocess window (5,000 rows) against the model's training reference: clean
     adult.test rows keep every feature's PSI low; 5,000 rows with ages +15 and one occupation
-    then push those two past 0.2 on /metrics."""
+    then push those two past 0.2 on /metrics.
+
+    A real Prometheus scrapes the served /metrics meanwhile: the PrometheusRule's drift
+    expression is empty on the clean rows and names exactly the two shifted features after,
+    and every query of every Grafana panel returns at least one series."""
     test = read_table(REPO / "data" / "adult.test").head(5000)
+    monitoring = REPO / "kuberay" / "components" / "monitoring"
+    rules = yaml.safe_load((monitoring / "prometheusrule.yaml").read_text())["spec"]["groups"]
+    drift = next(r["expr"] for g in rules for r in g["rules"] if r["alert"] == "RayAppFeatureDrift")
+    dashboard = json.loads((monitoring / "ray-app-serving.json").read_text())
+    panels = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
 
     def send(frame) -> None:
         rows = frame[FEATURE_COLUMNS].astype(object).to_dict("records")
@@ -506,16 +515,37 @@ def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served):
         assert re.search(r"^adult_score_psi \S+$", text, re.M), text[-2000:]
         return {k: float(v) for k, v in found.items()}
 
-    send(test)
-    clean = gauges()
-    assert len(clean) == 14 and max(clean.values()) < 0.1, clean
-    shifted = test.copy()
-    shifted["age"] = (shifted["age"] + 15).clip(upper=90)
-    shifted["occupation"] = "Prof-specialty"
-    send(shifted)
-    moved = gauges()
-    assert moved["age"] > 0.2 and moved["occupation"] > 0.2, moved
-    assert {k for k, v in moved.items() if v > 0.2} == {"age", "occupation"}, moved
+    def scraped(prom: str, expr: str, until) -> list[dict]:
+        """`expr` through Prometheus once its answer satisfies `until` (scrapes are 1 s)."""
+        deadline = time.monotonic() + 30
+        while True:
+            found = prom_query(prom, expr)
+            if until(found) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+    with prometheus_server(tmp_path, f"127.0.0.1:{served['port']}") as prom:
+        send(test)
+        clean = gauges()
+        assert len(clean) == 14 and max(clean.values()) < 0.1, clean
+
+        def low(found: list[dict]) -> bool:
+            return len(found) == 14 and max(float(s["value"][1]) for s in found) < 0.1
+
+        window = scraped(prom, "max by (feature) (adult_feature_psi)", low)
+        assert len(window) == 14, window
+        assert scraped(prom, drift, lambda r: not r) == []
+        shifted = test.copy()
+        shifted["age"] = (shifted["age"] + 15).clip(upper=90)
+        shifted["occupation"] = "Prof-specialty"
+        send(shifted)
+        moved = gauges()
+        assert moved["age"] > 0.2 and moved["occupation"] > 0.2, moved
+        assert {k for k, v in moved.items() if v > 0.2} == {"age", "occupation"}, moved
+        fired = scraped(prom, drift, lambda r: len(r) >= 2)
+        assert {s["metric"]["feature"] for s in fired} == {"age", "occupation"}, fired
+        empty = [(title, expr) for title, expr in panels if not prom_query(prom, expr)]
+        assert not empty, empty
 
 
 # -- the production loop: prediction log, labels, monitor, retrain ---------------------------
