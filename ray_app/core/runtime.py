@@ -149,61 +149,107 @@ def _start_local(ray: Any) -> None:
             port)  # fmt: skip
 
 
-def check_shared_storage(storage_path: str | Any, timeout_s: float = 60.0) -> None:
+def check_shared_storage(storage_path: str | Any, option: str = "--storage-path",
+                         why: str = "Checkpoints are written and read on every node",
+                         timeout_s: float = 60.0) -> None:  # fmt: skip
     """Refuse, before any work starts, a local `storage_path` that some Ray node cannot see.
 
     Ray Train and Tune write checkpoints from the workers' nodes and read them back on the
-    driver's and on whichever node a restarted worker lands: a folder on one machine's own
-    disk fails at the first checkpoint, or worse, at the first restart. So the driver writes
-    a marker there and a 0-CPU task on every node that can run work (CPUs or GPUs) looks for
-    it. A URI (s3://, gs://, ...) is left to its filesystem; one node (a laptop) is not asked.
+    driver's and on whichever node a restarted worker lands; Ray Data writes `ray-app
+    predict`'s output from the nodes of its tasks. A folder on one machine's own disk fails at
+    the first checkpoint, at the first restart, or (output) leaves its files scattered over
+    the nodes' disks. So the driver writes a marker there and a 0-CPU task on every node that
+    can run work (CPUs or GPUs) looks for it. A URI (s3://, gs://, ...) is left to its
+    filesystem; one node (a laptop) is not asked. `option` and `why` word the error.
     """
     import os
     import secrets
     from pathlib import Path
 
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    if "://" in str(storage_path) or not ray.is_initialized():
-        return
-    here = ray.get_runtime_context().get_node_id()
-    nodes = [n for n in ray.nodes() if n.get("Alive") and (
-        n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]  # fmt: skip
-    if all(n["NodeID"] == here for n in nodes):
+    if not _several_nodes(storage_path):
         return
     folder = Path(storage_path).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
     marker = folder / f".ray-app-reach-{token}"
     marker.write_text(token)
-
-    @ray.remote(num_cpus=0, max_retries=0)
-    def sees(path: str, expected: str) -> bool:
-        try:
-            with open(path) as handle:
-                return handle.read() == expected
-        except OSError:
-            return False
-
     try:
-        refs = {n["NodeID"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(marker), token) for n in nodes}  # fmt: skip
-        blind = []
-        for node in nodes:
-            try:
-                ok = ray.get(refs[node["NodeID"]], timeout=timeout_s)
-            except Exception:  # the node died meanwhile, or never ran the probe
-                ok = False
-            if not ok:
-                blind.append(f"{node['NodeID'][:12]} ({node['NodeManagerAddress']})")
+        blind = _nodes_not_seeing(str(marker), token, timeout_s)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(marker)
     if blind:
         raise UserError(
-            f"--storage-path {folder} is not shared: Ray node(s) {', '.join(blind)} do not see "
-            "it (a folder on this machine's own disk). Checkpoints are written and read on "
-            "every node: give a folder mounted at the same path on every node (NFS, the "
-            "RayCluster's shared volume) or a URI (s3://bucket/path, gs://bucket/path)"
+            f"{option} {folder} is not shared: Ray node(s) {', '.join(blind)} do not see "
+            f"it (a folder on this machine's own disk). {why}: give a folder mounted at the "
+            "same path on every node (NFS, the RayCluster's shared volume) or a URI "
+            "(s3://bucket/path, gs://bucket/path)"
         )
+
+
+def check_shared_input(path: str, option: str = "--data", timeout_s: float = 60.0) -> None:
+    """Refuse, before any work starts, a local input file that some Ray node cannot read (its
+    read tasks run on every node): each node with CPUs or GPUs must see it with the size the
+    driver sees. Nothing is written next to the user's data."""
+    import os
+
+    if not _several_nodes(path):
+        return
+    blind = _nodes_not_seeing(path, os.path.getsize(path), timeout_s)
+    if blind:
+        raise UserError(
+            f"{option} {path} is not shared: Ray node(s) {', '.join(blind)} do not see it (a "
+            "file on this machine's own disk). The files are read on the worker nodes: give "
+            "a folder mounted at the same path on every node (NFS, the RayCluster's shared "
+            "volume) or a URI (s3://bucket/path, gs://bucket/path)"
+        )
+
+
+def _several_nodes(path: str | Any) -> bool:
+    """Whether `path` is local and Ray work may run on a node other than this one."""
+    import ray
+
+    if "://" in str(path) or not ray.is_initialized():
+        return False
+    here = ray.get_runtime_context().get_node_id()
+    return any(n["NodeID"] != here for n in _work_nodes())
+
+
+def _work_nodes() -> list[dict[str, Any]]:
+    """The live Ray nodes that can run work (CPUs or GPUs; a head with none is not one)."""
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive") and (
+        n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]  # fmt: skip
+
+
+def _nodes_not_seeing(path: str, expected: str | int, timeout_s: float) -> list[str]:
+    """'<node id> (<address>)' of each work node on which `path` does not hold `expected`
+    (its text, or its size in bytes), asked by a 0-CPU task pinned to the node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def sees(path: str, expected: str | int) -> bool:
+        import os
+
+        try:
+            if isinstance(expected, int):
+                return os.path.getsize(path) == expected
+            with open(path) as handle:
+                return handle.read() == expected
+        except OSError:
+            return False
+
+    nodes = _work_nodes()
+    refs = {n["NodeID"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(path, expected) for n in nodes}  # fmt: skip
+    blind = []
+    for node in nodes:
+        try:
+            ok = ray.get(refs[node["NodeID"]], timeout=timeout_s)
+        except Exception:  # the node died meanwhile, or never ran the probe
+            ok = False
+        if not ok:
+            blind.append(f"{node['NodeID'][:12]} ({node['NodeManagerAddress']})")
+    return blind

@@ -4,12 +4,13 @@ registered model; invalid rows reported beside the output, never dropped silentl
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ray_app.core.config import AppConfig
-from ray_app.core.runtime import ensure_ray
+from ray_app.core.runtime import check_shared_input, check_shared_storage, ensure_ray
 from ray_app.data.files import list_files, read_for_scoring
 from ray_app.data.raydata import get
 from ray_app.ml.scoring import score_dataset
@@ -87,4 +88,12 @@ def predict_registered(cfg: AppConfig, model_uri: str, source: str, out: str,
     uri, version = pin(model_uri, None)
     bundle = registry_bundle(uri)
     ensure_ray(cfg.ray)
+    if "://" not in out:  # written by tasks on other nodes, in other working directories
+        out = str(Path(out).resolve())
+    # On a cluster the files are read, and the output written, on the worker nodes: a folder
+    # only this machine sees is refused here, before any work (an output scattered over the
+    # nodes' own disks would look like a short result).
+    check_shared_input(list_files(source)[0])
+    check_shared_storage(Path(out).parent, option="--out",
+                         why="Ray Data writes the output files from every node")  # fmt: skip
     return predict_files(source, out, str(bundle), version, fmt, actors)

@@ -76,15 +76,26 @@ def test_training_places_its_two_workers_on_two_nodes(cluster, clean_run):
     assert result["epochs_run"] == 4 and result["model_version"] == 1
 
 
-def test_a_storage_path_one_node_cannot_see_is_refused_up_front(cluster, tmp_path):
+def test_a_storage_path_one_node_cannot_see_is_refused_up_front(cluster, clean_run, tmp_path):
     """A node whose storage path is its own empty disk (a private tmpfs in its own mount
-    namespace): exit 2 before any work, naming the node; no MLflow run was started."""
+    namespace): exit 2 before any work, naming the node; no MLflow run was started. The same
+    for `ray-app predict`, whose input is read and output written on the nodes."""
     storage = tmp_path / "rr"
     node = cluster.add_node("private", private=storage)
+    predict = [str(BIN / "ray-app"), "predict", "--ray-address", cluster.address,
+               "--tracking-uri", f"sqlite:///{clean_run['work'] / 'mlflow.db'}"]  # fmt: skip
     try:
         start = time.monotonic()
         proc = _train(cluster, tmp_path, "--epochs", "1", "--storage-path", str(storage))
         took = time.monotonic() - start
+        source = storage / "in.test"  # the driver sees it, the private node does not
+        source.write_bytes((DATA / "adult.test").read_bytes())
+        unread = subprocess.run([*predict, "--data", str(source), "--out", str(tmp_path / "o")],
+                                env=cluster.env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+        unwritten = subprocess.run(
+            [*predict, "--data", str(DATA / "adult.test"), "--out", str(storage / "scored")],
+            env=cluster.env, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     finally:
         cluster.kill_node(node)
         cluster.nodes.remove(node)
@@ -95,6 +106,13 @@ def test_a_storage_path_one_node_cannot_see_is_refused_up_front(cluster, tmp_pat
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused before the MLflow run
     assert took < 60, took
+    for refused, option, path in ((unread, "--data", source),
+                                  (unwritten, "--out", storage)):  # fmt: skip
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        said = " ".join(refused.stderr.split())
+        assert f"{option} {path} is not shared" in said and node.node_id[:12] in said, said
+        assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "o").exists() and not (storage / "scored").exists()
 
 
 def _wait_for(paths: list[Path], proc: subprocess.Popen, log: Path, limit_s: float) -> None:
