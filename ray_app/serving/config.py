@@ -7,6 +7,7 @@ does not start Serve.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,9 @@ def serve_config(
     Preprocess and Model: the same `args` with another version is an in-place update.
     """
     args = args or ServeConfig()
-    deployments = [dict(d) for d in DEPLOYMENTS]
+    # A document of its own: a caller that edits it (replica counts, autoscaling) must not
+    # change the next one (a shallow copy shared the nested autoscaling_config dicts).
+    deployments = copy.deepcopy(DEPLOYMENTS)
     if model_version is not None:
         pin = VersionPin(model_version=model_version).model_dump()
         for deployment in deployments:

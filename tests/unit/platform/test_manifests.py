@@ -289,3 +289,20 @@ def test_mlflow_is_reachable_from_kfp_namespaces_by_the_name_everyone_uses(local
     # Every pod and job that names MLflow names it this way.
     text = yaml.safe_dump_all(local_objects)
     assert "http://mlflow:5000" not in text and CLUSTER_TRACKING_URI in text
+
+
+def test_each_serve_config_document_is_its_own():
+    """A caller editing one document (replica counts, as the multi-node test does) must not
+    change the next: a shallow copy once leaked min_replicas 2 into the committed config."""
+    from ray_app.serving.config import serve_config
+
+    first = serve_config()
+    for deployment in first["applications"][0]["deployments"]:
+        for value in deployment.values():
+            if isinstance(value, dict):
+                value["changed"] = True
+        deployment["num_replicas"] = 9
+    second = serve_config()
+    assert "changed" not in str(second) and "9" not in str(
+        [d.get("num_replicas") for d in second["applications"][0]["deployments"]]
+    )
