@@ -11,12 +11,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
 
 err = Console(stderr=True, log_path=False)
+# --json: where the result line goes once stdout_for_result has pointed fd 1 at stderr.
+_RESULT_STREAM: list[TextIO] = []
 
 
 def say(text: str) -> None:
@@ -32,12 +34,27 @@ def log_file(storage: str | Path, kind: str) -> Path:
 
 @contextlib.contextmanager
 def stdout_for_result(as_json: bool) -> Iterator[None]:
-    """With --json, anything libraries print (Ray Tune's tables) goes to stderr instead."""
+    """With --json, stdout carries the result line only: anything else goes to stderr (Ray
+    Tune's tables, and Ray's own lines, which its background threads and C++ code print at
+    any time, after the work too: a "(raylet) Task ... failed" line once came after the
+    result). So the process's file descriptor 1 is pointed at stderr for the rest of its life
+    and the result is written to a copy of the original (`emit`). Inside a test runner that
+    replaced sys.stdout, only sys.stdout is redirected, for the block."""
     if not as_json:
         yield
         return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    try:
+        real = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a replaced sys.stdout (CliRunner)
+        real = False
+    if not real:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    sys.stdout.flush()
+    _RESULT_STREAM[:] = [os.fdopen(os.dup(1), "w")]
+    os.dup2(2, 1)
+    yield
 
 
 @contextlib.contextmanager
@@ -107,7 +124,9 @@ def print_epoch(metrics: dict[str, Any]) -> None:
 def emit(result: dict[str, Any], as_json: bool, title: str) -> None:
     """The result: one JSON line on stdout (--json), else `key: value` lines."""
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        stream = _RESULT_STREAM[0] if _RESULT_STREAM else sys.stdout
+        stream.write(json.dumps(result, default=str) + "\n")
+        stream.flush()
         return
     err.print(f"[bold]{title}[/bold]")
     for key, value in result.items():
