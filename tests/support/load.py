@@ -54,6 +54,16 @@ class Load:
         self.stop.set()
         self.thread.join(90)
 
+    def wait_steady_after(self, when: float, limit_s: float = 120) -> None:
+        """Until, after `when`, more than 100 answers came and the last 50 were all 200 (or
+        `limit_s` passed: the caller's assertions then say what went wrong)."""
+        deadline = when + limit_s
+        while time.monotonic() < deadline:
+            after = [r for r in self.results if r[0] > when]
+            if len(after) > 100 and all(r[2] == 200 for r in after[-50:]):
+                return
+            time.sleep(0.5)
+
     def in_flight_at(self, when: float) -> int:
         """Requests sent before `when` and answered after it."""
         return sum(1 for sent, answered, _, _ in self.results if sent <= when <= answered)

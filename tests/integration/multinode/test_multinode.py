@@ -374,12 +374,7 @@ def test_serving_spreads_over_the_nodes_and_survives_losing_one_under_load(
             killed = cluster.kill_node(lost)
             killed_at = time.monotonic()
             cluster.nodes.remove(lost)
-            deadline = killed_at + 120
-            while time.monotonic() < deadline:
-                after = [r for r in load.results if r[0] > killed_at]
-                if len(after) > 100 and all(r[2] == 200 for r in after[-50:]):
-                    break
-                time.sleep(0.5)
+            load.wait_steady_after(killed_at)
         in_flight = load.in_flight_at(killed_at)
         failed = [r for r in load.results if r[2] != 200]
         recovered = load.first_success_after(killed_at) - killed_at

@@ -384,12 +384,7 @@ def test_a_replica_killed_under_load_fails_at_most_the_requests_in_flight(served
         pid = _replica_pid(served, deployment)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        deadline = killed + 120
-        while time.monotonic() < deadline:
-            after = [r for r in load.results if r[0] > killed]
-            if len(after) > 100 and all(r[2] == 200 for r in after[-50:]):
-                break
-            time.sleep(0.5)
+        load.wait_steady_after(killed)
     results = list(load.results)
     in_flight = load.in_flight_at(killed)
     failed = [r for r in results if r[2] != 200]
