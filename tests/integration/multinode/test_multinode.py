@@ -381,7 +381,11 @@ def test_serving_spreads_over_the_nodes_and_survives_losing_one_under_load(
         print(f"serving: {lost.name} killed at {killed:.0f} with {in_flight} requests in flight; "
               f"{len(failed)} failed ({sorted({r[2] for r in failed})}); the first request "
               f"sent after the kill answered {recovered:.1f} s later")  # fmt: skip
-        assert len(failed) <= in_flight <= 16, (in_flight, failed[:5])
+        # What fails is what was in flight at the kill and what was sent in the moment before
+        # Serve's routers saw the replicas gone (CI: 16 in flight, 17 failed, the last sent
+        # just after the kill); nothing sent 2 s after the kill fails.
+        late = [r for r in failed if r[0] > killed_at + 2.0]
+        assert in_flight <= 16 and not late, (in_flight, late[:5], failed[:5])
         assert recovered < 90
         # The graph now lives on the surviving node.
         # Once Ray counts the node dead, the live replicas are the survivor's (the lost ones'
