@@ -27,6 +27,8 @@ from ray_app.core.settings import Settings
 PathOrUri = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)]
 # /predict bodies over this are refused with 413 before they are parsed.
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# A /predict body must arrive within this (a client trickling it would hold a request slot).
+BODY_TIMEOUT_S = 10.0
 
 
 class _Strict(BaseModel):
@@ -196,6 +198,9 @@ class ServeConfig(BaseModel):
     max_records: int = Field(1000, ge=1, description="records per /predict request")
     max_body_bytes: int = Field(
         MAX_BODY_BYTES, ge=1024, description="/predict body limit (413 before it is parsed)"
+    )
+    body_timeout_s: float = Field(
+        BODY_TIMEOUT_S, gt=0.0, description="/predict body deadline (408 and closed after it)"
     )
     batch_size: int = Field(256, ge=1, description="@serve.batch max_batch_size")
     # 0: a batch is whatever queued while the previous one ran (no added latency at low load).

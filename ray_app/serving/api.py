@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ray_app.core.config import MAX_BODY_BYTES
+from ray_app.core.config import BODY_TIMEOUT_S, MAX_BODY_BYTES
 from ray_app.core.schema import FEATURE_COLUMNS, label_name
 from ray_app.serving.guards import GuardMiddleware
 from ray_app.serving.metrics import ApiMetrics, MeasureMiddleware
@@ -82,6 +82,7 @@ class Backend:
     keys: Callable[[], tuple[bytes, ...]] = tuple
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
     log: Callable[[], PredictionLog | None] = lambda: None
+    body_timeout_s: Callable[[], float] = lambda: BODY_TIMEOUT_S
 
     def no_model(self) -> str:
         """What a 'no-model' answer says: what the app waits for and, when the backend knows,
@@ -102,9 +103,11 @@ def create_api(
     keys: Callable[[], tuple[bytes, ...]] = tuple,
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
     log: Callable[[], PredictionLog | None] = lambda: None,
+    body_timeout_s: Callable[[], float] = lambda: BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The FastAPI app over a scoring backend (`Backend` says what each argument is)."""
-    backend = Backend(get_scoring, max_records, waiting_for, max_body_bytes, keys, drift, log)
+    backend = Backend(get_scoring, max_records, waiting_for, max_body_bytes, keys, drift, log,
+                      body_timeout_s)  # fmt: skip
     app = FastAPI(
         title="Adult income API",
         description="P(income > 50K) for UCI Adult records. Unknown categories are rejected.",
@@ -125,7 +128,8 @@ def create_api(
 
     _error_handlers(app)
     # Added first, so it runs inside the measuring middleware: 401s and 413s are counted.
-    app.add_middleware(GuardMiddleware, keys=keys, max_body_bytes=max_body_bytes)
+    app.add_middleware(GuardMiddleware, keys=keys, max_body_bytes=max_body_bytes,
+                       body_timeout_s=body_timeout_s, router=app.router)  # fmt: skip
     app.add_middleware(MeasureMiddleware, metrics=metrics)
     _health_and_metrics(app, backend, metrics)
     _predict(app, backend, metrics)

@@ -26,7 +26,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from ray_app.core.config import MAX_BODY_BYTES, ServeConfig
+from ray_app.core.config import BODY_TIMEOUT_S, MAX_BODY_BYTES, ServeConfig
 from ray_app.core.settings import Settings
 from ray_app.ml.bundle import PREPROCESSOR, ensemble_size
 from ray_app.ml.drift import DriftWindow, bin_codes, load_reference, psi, score_counts
@@ -245,6 +245,7 @@ _replica: dict[str, Any] = {
     "max_records": 1000,
     "waiting_for": None,
     "max_body_bytes": MAX_BODY_BYTES,
+    "body_timeout_s": BODY_TIMEOUT_S,
     "keys": (),
     "log": None,
 }
@@ -264,6 +265,10 @@ def _max_records() -> int:
 
 def _max_body_bytes() -> int:
     return int(_replica["max_body_bytes"])
+
+
+def _body_timeout_s() -> float:
+    return float(_replica["body_timeout_s"])
 
 
 def _waiting_for() -> str | None:
@@ -296,6 +301,7 @@ def _configure_replica(scoring: _GraphScoring, args: ServeConfig) -> PredictionL
         max_records=args.max_records,
         waiting_for=args.model_uri or "",
         max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout_s,
         keys=keys,
         log=log,
     )
@@ -310,7 +316,14 @@ async def _drift() -> dict[str, Any] | None:
 
 
 app = create_api(
-    _scoring, _max_records, _waiting_for, _max_body_bytes, _keys, drift=_drift, log=_log
+    _scoring,
+    _max_records,
+    _waiting_for,
+    _max_body_bytes,
+    _keys,
+    drift=_drift,
+    log=_log,
+    body_timeout_s=_body_timeout_s,
 )
 
 

@@ -63,7 +63,7 @@ def main() -> None:
     root = settings.prediction_log_location(args.prediction_log)
     log = PredictionLog(root, serve_args.prediction_log) if root else None
     app = create_api(lambda: scoring, lambda: args.max_records, keys=lambda: keys,
-                     log=lambda: log)  # fmt: skip
+                     log=lambda: log, body_timeout_s=lambda: serve_args.body_timeout_s)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     if log is not None:  # uvicorn has stopped: write what is still buffered
         log.close()

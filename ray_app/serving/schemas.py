@@ -107,6 +107,8 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying"
 # Every answer /predict gives besides 200 (the API's own ErrorBody, one line per problem).
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "RAY_APP_API_KEY is set and no key of it was sent"},
+    408: {"model": ErrorBody, "description": "the body did not arrive within body_timeout_s "
+                                            "(the connection is closed)"},
     413: {"model": ErrorBody, "description": "body over max_body_bytes (before it is parsed)"},
     422: {"model": ValidationErrorBody,
           "description": "invalid JSON or record, empty list, or more than max_records"},
@@ -118,6 +120,7 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
     401: PREDICT_ERRORS[401],
+    408: PREDICT_ERRORS[408],
     409: {"model": ErrorBody, "description": "the prediction log is off: nothing to join to"},
     413: PREDICT_ERRORS[413],
     422: {"model": ValidationErrorBody, "description": "invalid JSON or label, empty list, or "

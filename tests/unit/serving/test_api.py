@@ -180,7 +180,7 @@ def test_the_openapi_document_states_the_limits_errors_and_auth():
     array = next(b for b in post["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
              if b.get("type") == "array")  # fmt: skip
     assert (array["minItems"], array["maxItems"]) == (1, 7)
-    assert set(post["responses"]) == {"200", "401", "413", "422", "503"}
+    assert set(post["responses"]) == {"200", "401", "408", "413", "422", "503"}
     assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ValidationErrorBody")  # fmt: skip
     assert set(post["responses"]["503"]["content"]) == {"application/json", "text/plain"}
