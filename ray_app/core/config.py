@@ -202,6 +202,11 @@ class ServeConfig(BaseModel):
     body_timeout_s: float = Field(
         BODY_TIMEOUT_S, gt=0.0, description="/predict body deadline (408 and closed after it)"
     )
+    # A deep ensemble's members disagreeing by more than this on a record: label null and a
+    # reason instead of a guess (None: always a label).
+    abstain_above: float | None = Field(
+        None, gt=0.0, le=0.5, description="spread above which a record gets no label"
+    )
     batch_size: int = Field(256, ge=1, description="@serve.batch max_batch_size")
     # 0: a batch is whatever queued while the previous one ran (no added latency at low load).
     batch_wait_s: float = Field(0.0, ge=0.0, description="@serve.batch wait")

@@ -27,6 +27,13 @@ def average(members: np.ndarray) -> np.ndarray:
     return members.mean(axis=0)
 
 
+def spread(members: np.ndarray) -> np.ndarray:
+    """(K, N) members' probabilities -> (N,): how much the members disagree on each row, the
+    standard deviation of their probabilities (population form: 0 for a single model). The
+    one spread: served with every answer, and the label-free uncertainty signal."""
+    return members.std(axis=0)
+
+
 @dataclass
 class Scorer:
     """Raw rows in, probability of >50K out: preprocessing and model together."""
@@ -60,6 +67,11 @@ class Scorer:
                   .reshape(self.members, -1) for i in range(0, len(cat), CHUNK_ROWS)]  # fmt: skip
         logits = torch.cat(chunks, dim=1) if chunks else torch.empty(self.members, 0)
         return torch.sigmoid(logits).numpy().astype(np.float64)
+
+    def score_encoded(self, x_cat: np.ndarray, x_num: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(>50K) of encoded rows and the members' spread on each (0 for one model)."""
+        members = self.predict_members(x_cat, x_num)
+        return average(members), spread(members)
 
     def predict_encoded(self, x_cat: np.ndarray, x_num: np.ndarray) -> np.ndarray:
         """P(>50K) of encoded rows; an ensemble averages its members' probabilities."""

@@ -41,6 +41,10 @@ from ray_app.serving.schemas import (
     jsonable,
 )
 
+# What a backend's scoring returns: P(>50K) per record, the ensemble members' spread per
+# record (0 for a single model), and the version that computed them.
+Scored = tuple[list[float], list[float], str]
+
 
 class Scoring(Protocol):
     """What the API needs from a model: its version, readiness, and batch scoring."""
@@ -55,8 +59,9 @@ class Scoring(Protocol):
         """How many models the version averages (a deep ensemble: K); None: not known yet."""
         ...
 
-    async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str] | None:
-        """Probabilities and the version that computed them; None while there is no model."""
+    async def score(self, columns: dict[str, list[Any]]) -> Scored | None:
+        """Probabilities, spreads and the version that computed them; None while there is no
+        model."""
         ...
 
     async def ready(self) -> bool: ...
@@ -83,6 +88,7 @@ class Backend:
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
     log: Callable[[], PredictionLog | None] = lambda: None
     body_timeout_s: Callable[[], float] = lambda: BODY_TIMEOUT_S
+    abstain_above: Callable[[], float | None] = lambda: None
 
     def no_model(self) -> str:
         """What a 'no-model' answer says: what the app waits for and, when the backend knows,
@@ -104,10 +110,11 @@ def create_api(
     drift: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
     log: Callable[[], PredictionLog | None] = lambda: None,
     body_timeout_s: Callable[[], float] = lambda: BODY_TIMEOUT_S,
+    abstain_above: Callable[[], float | None] = lambda: None,
 ) -> FastAPI:
     """The FastAPI app over a scoring backend (`Backend` says what each argument is)."""
     backend = Backend(get_scoring, max_records, waiting_for, max_body_bytes, keys, drift, log,
-                      body_timeout_s)  # fmt: skip
+                      body_timeout_s, abstain_above)  # fmt: skip
     app = FastAPI(
         title="Adult income API",
         description="P(income > 50K) for UCI Adult records. Unknown categories are rejected.",
@@ -236,16 +243,22 @@ def _predict(app: FastAPI, backend: Backend, metrics: Callable[[], ApiMetrics]) 
             return client_error(503, str(exc), RETRY)
         if scored is None:
             return client_error(503, backend.no_model(), RETRY)
-        probabilities, version = scored
+        probabilities, spreads, version = scored
         m = metrics()
         m.records.observe(len(records))
         ids = [f"{prefix}-{i}" for i in range(len(records))]
         labels = [label_name(p) for p in probabilities]
+        above = backend.abstain_above()
         out = []
-        for p, label, request_id in zip(probabilities, labels, ids, strict=True):
-            m.predictions.labels(label=label).inc()
-            out.append({"request_id": request_id, "probability": p, "label": label,
-                        "model_version": version})  # fmt: skip
+        for p, s, label, request_id in zip(probabilities, spreads, labels, ids, strict=True):
+            m.spread.observe(s)
+            answer = {"request_id": request_id, "probability": p, "spread": s, "label": label,
+                      "model_version": version}  # fmt: skip
+            if above is not None and s > above:  # the members disagree too much to say
+                answer["label"] = None
+                answer["abstained"] = ABSTAINED.format(s, above)
+            m.predictions.labels(label=answer["label"] or "abstained").inc()
+            out.append(answer)
         log = backend.log()
         if log is not None:
             log.add(columns, ids, probabilities, labels, version)
@@ -254,6 +267,8 @@ def _predict(app: FastAPI, backend: Backend, metrics: Callable[[], ApiMetrics]) 
         headers = {"X-Request-ID": prefix} if generated else None
         return JSONResponse({"model_version": version, "predictions": out}, headers=headers)
 
+
+ABSTAINED = "the ensemble's members disagree: spread {:.3f} > abstain_above {:g}"
 
 LOG_OFF = ("the prediction log is off (serve args prediction_log.location: off): labels "
            "would have no predictions to join")  # fmt: skip

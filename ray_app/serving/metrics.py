@@ -29,6 +29,10 @@ class ApiMetrics:
             "adult_records_per_request", "records per /predict", registry=self.registry,
             buckets=(1, 2, 8, 32, 128, 512, 1000, 5000),
         )  # fmt: skip
+        self.spread = Histogram(
+            "adult_prediction_spread", "ensemble members' spread per record",
+            registry=self.registry, buckets=(0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5),
+        )  # fmt: skip
         info = Gauge("adult_model_info", "served model", ["model_version"], registry=self.registry)
         info.labels(model_version=model_version).set(1)
         # Drift against the training reference over the serving window (set at each scrape).

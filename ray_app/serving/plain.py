@@ -15,7 +15,7 @@ from ray_app.core.config import ServeConfig
 from ray_app.core.constants import CHAMPION_URI, LOCAL_TRACKING_URI
 from ray_app.core.settings import Settings
 from ray_app.ml.scoring import Scorer
-from ray_app.serving.api import create_api
+from ray_app.serving.api import Scored, create_api
 from ray_app.serving.bundles import fetch_bundle
 from ray_app.serving.predlog import PredictionLog
 
@@ -31,9 +31,10 @@ class LocalScoring:
     def members(self) -> int:
         return self.scorer.members
 
-    async def score(self, columns: dict[str, list[Any]]) -> tuple[list[float], str]:
+    async def score(self, columns: dict[str, list[Any]]) -> Scored:
         encoded = self.scorer.preprocessor.transform(columns)
-        return self.scorer.predict_encoded(*encoded).tolist(), self.model_version
+        prob, spread = self.scorer.score_encoded(*encoded)
+        return prob.tolist(), spread.tolist(), self.model_version
 
     async def ready(self) -> bool:
         return True
@@ -50,11 +51,20 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--max-records", type=int, default=1000)
+    parser.add_argument(
+        "--abstain-above",
+        type=float,
+        default=None,
+        help="members' spread above which a record gets no label",
+    )
     parser.add_argument("--prediction-log", default="off", help="folder or URI; 'off': none")
     args = parser.parse_args()
     torch.set_num_threads(1)
     serve_args = ServeConfig(
-        model_uri=args.model_uri, bundle_dir=args.bundle_dir, tracking_uri=args.tracking_uri
+        model_uri=args.model_uri,
+        bundle_dir=args.bundle_dir,
+        tracking_uri=args.tracking_uri,
+        abstain_above=args.abstain_above,
     )
     bundle, version = fetch_bundle(serve_args)
     scoring = LocalScoring(Scorer.from_bundle(bundle), version)
@@ -63,7 +73,8 @@ def main() -> None:
     root = settings.prediction_log_location(args.prediction_log)
     log = PredictionLog(root, serve_args.prediction_log) if root else None
     app = create_api(lambda: scoring, lambda: args.max_records, keys=lambda: keys,
-                     log=lambda: log, body_timeout_s=lambda: serve_args.body_timeout_s)  # fmt: skip
+                     log=lambda: log, body_timeout_s=lambda: serve_args.body_timeout_s,
+                     abstain_above=lambda: serve_args.abstain_above)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     if log is not None:  # uvicorn has stopped: write what is still buffered
         log.close()

@@ -52,8 +52,16 @@ class Prediction(BaseModel):
         "the id /feedback takes this record's label for"
     )
     probability: float = Field(description="P(income > 50K)")
-    label: Literal["<=50K", ">50K"]
+    spread: float = Field(
+        description="how much the deep ensemble's members disagree on this record: the "
+        "standard deviation of their P(income > 50K) (0 for a single model)"
+    )
+    label: Literal["<=50K", ">50K"] | None = Field(
+        description="'>50K' when probability >= 0.5; null when the serve args set "
+        "abstain_above and spread is above it (see abstained)"
+    )
     model_version: str
+    abstained: str | None = Field(None, description="why label is null (only then present)")
 
 
 class PredictResponse(BaseModel):

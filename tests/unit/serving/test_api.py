@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,6 +13,7 @@ from ray_app.core.config import FeatureConfig, ModelConfig
 from ray_app.core.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 from ray_app.ml.bundle import build_model
 from ray_app.ml.features import Preprocessor
+from ray_app.ml.model import StackedMLP
 from ray_app.ml.scoring import Scorer
 from ray_app.serving.api import DOCS_ASSETS, Unavailable, create_api
 from ray_app.serving.guards import NO_KEY
@@ -286,3 +288,60 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(guarded):
     assert chunked.status_code == 413 and chunked.json() == too_big
     under = guarded.post("/predict", content=b"[" + b" " * 4000 + b"]", headers=auth)
     assert under.status_code == 422  # under the limit: read, parsed, refused as empty
+
+
+@pytest.fixture(scope="module")
+def ensemble(small_splits):
+    """A deep ensemble of three differently initialised members, and the members themselves."""
+    pre = Preprocessor.fit(small_splits.train, FeatureConfig())
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(build_model(ModelConfig(), pre.cardinalities).eval())
+    return Scorer(pre, StackedMLP(members).eval()), members
+
+
+def test_each_answer_carries_the_members_spread_and_abstains_above_the_setting(
+    ensemble, small_splits
+):
+    """spread = the standard deviation of the members' own probabilities, each member scored
+    on its own here (not through the stacked pass the server uses); a single model: 0. With
+    abstain_above between the smallest and largest spread, exactly the records above it get
+    label null and a reason; the others keep their label."""
+    scorer, members = ensemble
+    rows = small_splits.test[FEATURE_COLUMNS].head(40).astype(object)
+    records = [{k: (None if v != v else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    x_cat, x_num = (torch.from_numpy(a) for a in scorer.preprocessor.transform(rows))
+    with torch.inference_mode():
+        own = np.stack([torch.sigmoid(m(x_cat, x_num)).numpy() for m in members])  # (3, 40)
+    expected = own.std(axis=0)
+    assert expected.min() > 0
+    scoring = LocalScoring(scorer, "9")
+    got = TestClient(create_api(lambda: scoring, lambda: 100)).post("/predict", json=records)
+    answers = got.json()["predictions"]
+    assert [a["spread"] for a in answers] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert [a["probability"] for a in answers] == pytest.approx(own.mean(axis=0), abs=1e-6)
+    assert all("abstained" not in a and a["label"] for a in answers)
+
+    above = float(np.median(expected))
+    http = TestClient(create_api(lambda: scoring, lambda: 100, abstain_above=lambda: above))
+    answers = http.post("/predict", json=records).json()["predictions"]
+    for answer, s in zip(answers, expected, strict=True):
+        if s > above:
+            assert answer["label"] is None and f"> abstain_above {above:g}" in answer["abstained"]
+        else:
+            assert answer["label"] in ("<=50K", ">50K") and "abstained" not in answer
+    abstained = sum(a["label"] is None for a in answers)
+    assert abstained == int((expected > above).sum()) and 0 < abstained < len(answers)
+    families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+    count = [s.value for s in families["adult_prediction_spread"].samples
+             if s.name.endswith("_count")]  # fmt: skip
+    assert count == [len(records)]
+    labels = {s.labels["label"]: s.value for s in families["adult_predictions"].samples
+              if s.name.endswith("_total")}  # fmt: skip
+    assert labels["abstained"] == abstained
+
+
+def test_a_single_model_has_spread_zero(client):
+    http, _ = client
+    assert http.post("/predict", json=RECORD).json()["predictions"][0]["spread"] == 0.0
