@@ -262,6 +262,10 @@ class MonitorConfig(_Strict):
         0.10, ge=0.0, description="live log loss this share above the model's test log loss: "
         "a performance drop"
     )  # fmt: skip
+    spread_ratio: float = Field(
+        1.5, gt=1.0, description="an ensemble's mean spread on the rows this many times its "
+        "validation mean: the label-free uncertainty warning"
+    )  # fmt: skip
     retention_days: int | None = Field(
         None, ge=1, description="a prediction log's partitions older than this are removed "
         "by the monitor run (None: kept)"

@@ -41,6 +41,7 @@ def build_reference(
     pre: Preprocessor,
     val_probability: np.ndarray,
     figures: Mapping[str, float],
+    val_spread: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The reference of one model, from the training split's value counts (`column_stats`
     merged, exact; the same counts the preprocessor was fitted on) and its validation scores."""
@@ -70,6 +71,13 @@ def build_reference(
             "rows": len(val_probability),
         },
         "model_figures": {k: float(v) for k, v in figures.items()},
+        # A deep ensemble's members' mean spread on the validation rows: what the label-free
+        # uncertainty signal compares live traffic with (absent for one model).
+        **(
+            {"spread": {"mean": float(val_spread.mean()), "rows": len(val_spread)}}
+            if val_spread is not None and len(val_spread)
+            else {}
+        ),
     }
 
 

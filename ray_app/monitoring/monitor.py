@@ -32,7 +32,7 @@ from ray_app.ml.bundle import PREPROCESSOR
 from ray_app.ml.drift import FEATURES, bin_codes, drift_report, load_reference
 from ray_app.ml.features import Preprocessor
 from ray_app.ml.metrics import binary_metrics
-from ray_app.ml.scoring import Scorer
+from ray_app.ml.scoring import Scorer, average, spread
 
 
 def read_rows(data: str) -> tuple[pd.DataFrame, list[str]]:
@@ -74,16 +74,34 @@ def _performance(y: np.ndarray, probability: np.ndarray, reference: dict[str, An
     }
 
 
+def _uncertainty(spreads: np.ndarray, reference: dict[str, Any],
+                 cfg: MonitorConfig) -> dict[str, Any] | None:  # fmt: skip
+    """Label-free: a deep ensemble's mean spread on these rows against its mean spread on the
+    validation rows (members disagree more on rows unlike the training data). None for one
+    model, or a reference from before the spread was recorded."""
+    expected = reference.get("spread")
+    if expected is None or not len(spreads):
+        return None
+    live = float(spreads.mean())
+    ratio = live / expected["mean"] if expected["mean"] > 0 else float("inf")
+    return {"mean_spread": round(live, 4), "validation_mean_spread": round(expected["mean"], 4),
+            "ratio": round(ratio, 3), "spread_ratio": cfg.spread_ratio,
+            "rose": ratio > cfg.spread_ratio}  # fmt: skip
+
+
 def check(data: str, bundle: Path, version: str, cfg: MonitorConfig) -> dict[str, Any]:
-    """Drift (and, with labels, performance) of `data` against the bundle's reference."""
+    """Drift (and, with labels, performance) of `data` against the bundle's reference; for
+    a deep ensemble, the members' spread against the validation spread."""
     reference = _reference(bundle, version)
     frame, errors = read_rows(data)
     scorer = Scorer.from_bundle(bundle)
     x_cat, x_num = scorer.preprocessor.transform(frame)
-    probability = scorer.predict_encoded(x_cat, x_num)
+    members = scorer.predict_members(x_cat, x_num)
+    probability = average(members)
     codes = bin_codes(reference, x_cat, frame)
     report = drift_report(reference, codes, probability, cfg.psi_threshold)
     report.update(data=data, model_version=version, bad_rows=len(errors))
+    report["uncertainty"] = _uncertainty(spread(members), reference, cfg)
     report["performance"] = None
     if LABEL_COLUMN in frame and frame[LABEL_COLUMN].notna().all():
         report["performance"] = _performance(frame[LABEL_COLUMN].to_numpy(), probability,
@@ -227,6 +245,7 @@ def check_log(root: str, since: timedelta | datetime | None, labels: str | None,
     report.update(
         data=root, since=None if since is None else str(since), model_version=serving,
         rows=len(records), bad_rows=0, labels=join, performance=performance,
+        uncertainty=None,  # the log keeps each record's probability, not the members' spread
         drift=any(v["drift"] for v in versions.values()),
         versions={k: {x: y for x, y in v.items() if not x.startswith("_")}
                   for k, v in versions.items()},

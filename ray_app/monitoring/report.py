@@ -67,5 +67,7 @@ def log_to_mlflow(report: dict[str, Any], out: Path, experiment: str) -> str:
                             "drift": float(report["drift"])})  # fmt: skip
         if report["performance"]:
             mlflow.log_metrics({f"live_{k}": v for k, v in report["performance"]["live"].items()})
+        if report.get("uncertainty"):
+            mlflow.log_metrics({"mean_spread": report["uncertainty"]["mean_spread"]})
         mlflow.log_artifacts(str(out), "monitoring")
         return str(run.info.run_id)

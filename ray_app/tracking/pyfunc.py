@@ -1,6 +1,7 @@
 """The MLflow pyfunc for users outside ray_app: raw rows in (the 14 features by name),
-probability and label out; preprocessing inside. ray_app itself never loads it (it loads
-bundles as weights + JSON): loading a pyfunc runs the logged code."""
+probability, the ensemble members' spread (0 for one model) and label out; preprocessing
+inside. ray_app itself never loads it (it loads bundles as weights + JSON): loading a pyfunc
+runs the logged code."""
 
 from __future__ import annotations
 
@@ -28,5 +29,5 @@ class AdultIncomeModel(PythonModel):
     # No annotations here: MLflow would try (and fail) to derive a signature from them.
     def predict(self, context, model_input, params=None):
         frame = pd.DataFrame(model_input).rename(columns=normalise_column)
-        prob = self.scorer.predict_proba(frame)
-        return pd.DataFrame({"probability": prob, "label": label_names(prob)})
+        prob, spread = self.scorer.score_encoded(*self.scorer.preprocessor.transform(frame))
+        return pd.DataFrame({"probability": prob, "spread": spread, "label": label_names(prob)})

@@ -56,7 +56,8 @@ def signature() -> ModelSignature:
             for c in FEATURE_COLUMNS
         ]
     )
-    outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
+    outputs = Schema([ColSpec("double", "probability"), ColSpec("double", "spread"),
+                      ColSpec("string", "label")])  # fmt: skip
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 

@@ -18,7 +18,7 @@ from ray_app.data.splits import Splits
 from ray_app.ml.drift import build_reference, save_reference
 from ray_app.ml.features import Preprocessor
 from ray_app.ml.metrics import SLICE_COLUMNS, binary_metrics, evaluate_predictions, gbdt_reference
-from ray_app.ml.scoring import score_dataset
+from ray_app.ml.scoring import score_dataset, spread
 
 SPLIT_COLUMN = "_split"  # which Dataset a scored row came from (scored_splits)
 
@@ -106,8 +106,13 @@ def evaluate_candidate(
         own = test[f"probability_member_{i}"].to_numpy()
         member.update(binary_metrics(test[LABEL_COLUMN].to_numpy(), own, prefix=""))
     val_prob = val["probability"].to_numpy()
+    val_spread = None
+    if k > 1:
+        val_spread = spread(np.stack([val[f"probability_member_{i}"].to_numpy()
+                                      for i in range(k)]))  # fmt: skip
     assert splits.train_stats is not None
-    save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"]), bundle)
+    save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"],
+                                   val_spread), bundle)  # fmt: skip
     return CandidateEvaluation(
         report=report,
         labels=test[LABEL_COLUMN].to_numpy(),

@@ -146,6 +146,7 @@ def test_monitor_reports_no_drift_on_the_official_test_file(trained):
     live = report["performance"]["live"]
     assert live["accuracy"] > 0.8 and report["performance"]["dropped"] is False
     assert report["retrain"] is None  # nothing to retrain for
+    assert report["uncertainty"] is None  # one model: no members to disagree
 
 
 @pytest.mark.slow
