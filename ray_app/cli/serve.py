@@ -1,5 +1,6 @@
-"""`ray-app serve | serve-config | deploy`: the Serve graph locally, its config document, and
-an in-place rollout (or rollback) of a registered version."""
+"""`ray-app serve | serve-config | deploy | history | alias-set | rollback`: the Serve graph
+locally, its config document, an in-place rollout of a registered version, and the champion
+alias's recorded moves and rollback."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typer
 
 from ray_app.cli.console import emit, err, stdout_for_result
 from ray_app.cli.options import HeadAddressOpt, JsonOpt, ModelUriOpt, Overrides, config, overrides
-from ray_app.core.config import LaunchConfig, absolute_sqlite
+from ray_app.core.config import AppConfig, LaunchConfig, absolute_sqlite
 from ray_app.core.constants import LOCAL_DASHBOARD, SERVE_PORT
 from ray_app.core.errors import UserError
 
@@ -81,6 +82,26 @@ def serve_config_cmd(
     typer.echo(str(out))
 
 
+LocalOpt = Annotated[
+    bool, typer.Option("--local", help="a Ray head's Serve REST API (else the RayService)")
+]
+ServePortOpt = Annotated[int, typer.Option(help="--local: Serve HTTP port")]
+ServeUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the RayService's Serve URL as this machine reaches it (e.g. a "
+        "port-forward); default: the in-cluster Service"
+    ),
+]
+PinOpt = Annotated[
+    bool,
+    typer.Option(
+        help="pin an alias to its version now (--no-pin: the app resolves "
+        "the alias itself; no MLflow needed here)"
+    ),
+]
+
+
 @app.command()
 @overrides("tracking")
 def deploy(
@@ -88,25 +109,11 @@ def deploy(
     model_uri: Annotated[
         str, typer.Argument(help="the version to serve: models:/adult-income/3 or an alias")
     ],
-    local: Annotated[
-        bool, typer.Option("--local", help="a Ray head's Serve REST API (else the RayService)")
-    ] = False,
+    local: LocalOpt = False,
     ray_address: HeadAddressOpt = LOCAL_DASHBOARD,
-    serve_port: Annotated[int, typer.Option(help="--local: Serve HTTP port")] = SERVE_PORT,
-    serve_url: Annotated[
-        str | None,
-        typer.Option(
-            help="the RayService's Serve URL as this machine reaches it (e.g. a "
-            "port-forward); default: the in-cluster Service"
-        ),
-    ] = None,
-    pin: Annotated[
-        bool,
-        typer.Option(
-            help="pin an alias to its version now (--no-pin: the app resolves "
-            "the alias itself; no MLflow needed here)"
-        ),
-    ] = True,
+    serve_port: ServePortOpt = SERVE_PORT,
+    serve_url: ServeUrlOpt = None,
+    pin: PinOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve a registered version in place (rollout or rollback): the pipeline's deploy step.
@@ -115,8 +122,16 @@ def deploy(
     replicas (no restart, no request refused); returns once /health names the version.
     --tracking-uri: default ./mlflow.db with --local, the in-cluster MLflow else.
     """
-    from ray_app.platform.pipeline.steps import deploy as deploy_version
+    cfg = _deploy_config(options, local, ray_address, serve_port, serve_url)
+    with stdout_for_result(as_json), err.status(f"deploying {model_uri}"):
+        result = _deploy(cfg, model_uri, pin)
+    emit(result, as_json, "deployed")
 
+
+def _deploy_config(options: dict, local: bool, ray_address: str, serve_port: int,
+                   serve_url: str | None) -> AppConfig:  # fmt: skip
+    """The config tree with the launch settings a deploy needs (--local: the head's REST API
+    and a local sqlite store made absolute)."""
     cfg = config(options)
     launch: dict[str, object] = {}
     if local:
@@ -128,9 +143,102 @@ def deploy(
     if serve_url and not local:
         launch["serve_url"] = serve_url.rstrip("/")
     cfg.launch = LaunchConfig.model_validate({**cfg.launch.model_dump(), **launch})
-    with stdout_for_result(as_json), err.status(f"deploying {model_uri}"):
-        result = deploy_version(cfg, model_uri, pin_version=pin)
-    emit(result, as_json, "deployed")
+    return cfg
+
+
+def _deploy(cfg: AppConfig, model_uri: str, pin: bool) -> dict:
+    from ray_app.platform.pipeline.steps import deploy as deploy_version
+
+    return deploy_version(cfg, model_uri, pin_version=pin)
+
+
+@app.command()
+@overrides("tracking")
+def history(options: Overrides, as_json: JsonOpt = False) -> None:
+    """Every move of the champion alias, oldest first: when, from -> to, why, the figures."""
+    import mlflow
+
+    from ray_app.tracking import history as alias_history
+
+    cfg = config(options)
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    moves = [m.model_dump() for m in alias_history.history(cfg.tracking)]
+    if as_json:
+        emit({"alias": cfg.tracking.champion_alias, "moves": moves}, True, "history")
+        return
+    if not moves:
+        err.print(f"the {cfg.tracking.champion_alias} alias has no recorded move")
+    for m in moves:
+        typer.echo(f"{m['time']}  v{m['from_version'] or '-'} -> v{m['to_version']}  "
+                   f"{m['kind']}: {m['reason']}")  # fmt: skip
+
+
+@app.command(name="alias-set")
+@overrides("tracking")
+def alias_set(
+    options: Overrides,
+    version: Annotated[str, typer.Argument(help="the registered version the alias names")],
+    reason: Annotated[str, typer.Option(help="why (recorded in the history)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Move the champion alias by hand (recorded in the history; nothing is deployed)."""
+    import mlflow
+
+    from ray_app.tracking import history as alias_history
+
+    cfg = config(options)
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    _known_version(cfg, version)
+    move = alias_history.move_alias(cfg.tracking, version, "manual", reason)
+    emit(move.model_dump(), as_json, "moved")
+
+
+@app.command()
+@overrides("tracking")
+def rollback(
+    options: Overrides,
+    deploy_it: Annotated[
+        bool, typer.Option("--deploy/--no-deploy", help="serve the version rolled back to")
+    ] = True,
+    local: LocalOpt = False,
+    ray_address: HeadAddressOpt = LOCAL_DASHBOARD,
+    serve_port: ServePortOpt = SERVE_PORT,
+    serve_url: ServeUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move the champion alias back one step (a second rollback goes one further back) and
+    serve that version in place, as `ray-app deploy` does (the alias then moves in the
+    registry the deploy reads: ./mlflow.db with --local, the in-cluster MLflow else, or
+    --tracking-uri; with --no-deploy, --tracking-uri or ./mlflow.db)."""
+    import mlflow
+
+    from ray_app.tracking import history as alias_history
+
+    cfg = _deploy_config(options, local, ray_address, serve_port, serve_url)
+    if deploy_it:  # the alias moves in the registry the deploy reads (see deploy)
+        cfg.tracking.tracking_uri = cfg.launch.tracking_uri
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    move = alias_history.rollback(cfg.tracking)
+    result: dict = {"move": move.model_dump(), "deployed": None}
+    if deploy_it:
+        uri = cfg.tracking.version_uri(move.to_version)
+        with stdout_for_result(as_json), err.status(f"deploying {uri}"):
+            try:
+                result["deployed"] = _deploy(cfg, uri, True)
+            except UserError as exc:
+                said = f"the alias moved back to v{move.to_version}, but deploying it failed"
+                raise UserError(f"{said}: {exc} (retry: ray-app deploy {uri})") from None
+    emit(result, as_json, "rolled back")
+
+
+def _known_version(cfg: AppConfig, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().get_model_version(cfg.tracking.registered_model, version)
+    except MlflowException:
+        raise UserError(f"{cfg.tracking.registered_model} has no version {version!r}") from None
 
 
 @app.command()

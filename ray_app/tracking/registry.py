@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from ray_app.core.config import TrackingConfig
 from ray_app.core.errors import UserError
 from ray_app.ml.bundle import PREPROCESSOR
+from ray_app.tracking.history import move_alias
 
 
 class ModelUnavailable(UserError):
@@ -131,7 +132,8 @@ def promote_if_better(
             reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"
     promoted = better(challenger_loss, old_score)
     if promoted:
-        client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version)
+        figures = {"val_log_loss": challenger_loss, "previous_val_log_loss": old_score}
+        move_alias(cfg, version, "promotion", reason, figures)
     previous = None if current is None else str(current.version)
     return Promotion(
         promoted=promoted,
