@@ -56,8 +56,8 @@ def main() -> None:
     serve_args = ServeConfig(
         model_uri=args.model_uri, bundle_dir=args.bundle_dir, tracking_uri=args.tracking_uri
     )
-    bundle, version = fetch_bundle(serve_args)
-    scoring = LocalScoring(Scorer.from_bundle(bundle), version)
+    with fetch_bundle(serve_args) as (bundle, version):
+        scoring = LocalScoring(Scorer.from_bundle(bundle), version)
     settings = Settings()
     keys = settings.keys()
     root = settings.prediction_log_location(args.prediction_log)

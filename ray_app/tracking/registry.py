@@ -3,7 +3,9 @@ bundle of a registered version."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -70,16 +72,22 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else "no message"
 
 
-def registry_bundle(uri: str) -> Path:
-    """The model bundle (weights + preprocessor JSON) of a logged model, downloaded."""
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except MlflowException as exc:
-        raise UserError(f"cannot load model {uri!r}: {exc.message}") from None
-    bundle = local / "artifacts" / "bundle"
-    if not (bundle / PREPROCESSOR).exists():
-        raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
-    return bundle
+@contextmanager
+def registry_bundle(uri: str) -> Iterator[Path]:
+    """The model bundle (weights + preprocessor JSON) of a logged model, downloaded into a
+    temporary folder that is removed when the block ends: read what you need inside it.
+
+    MLflow's own default is a fresh temporary folder per call that nobody removes: a server
+    reloading versions, or a monitor run over many, filled the disk with copies."""
+    with tempfile.TemporaryDirectory(prefix="ray_app_bundle_") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except MlflowException as exc:
+            raise UserError(f"cannot load model {uri!r}: {exc.message}") from None
+        bundle = local / "artifacts" / "bundle"
+        if not (bundle / PREPROCESSOR).exists():
+            raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
+        yield bundle
 
 
 class Promotion(BaseModel):
@@ -125,7 +133,8 @@ def promote_if_better(
     old_score, reason = None, "no champion yet"
     if current is not None:
         try:
-            old_score = loss_of(registry_bundle(cfg.version_uri(current.version)))
+            with registry_bundle(cfg.version_uri(current.version)) as bundle:
+                old_score = loss_of(bundle)
             reason = "val log loss on the challenger's validation split"
         except Exception as exc:  # an unreadable champion is not a better model
             reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"

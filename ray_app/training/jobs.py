@@ -323,8 +323,9 @@ def run_evaluate_job(cfg: AppConfig, model_uri: str) -> EvaluateResult:
     store.configure(cfg.tracking)
     splits = load_splits(cfg.data)
     uri, _ = registry.pin(model_uri, None)
-    bundle = registry.registry_bundle(uri)
-    prob = Scorer.from_bundle(bundle).predict_proba(splits.test[FEATURE_COLUMNS])
+    with registry.registry_bundle(uri) as bundle:
+        scorer = Scorer.from_bundle(bundle)
+    prob = scorer.predict_proba(splits.test[FEATURE_COLUMNS])
     report = evaluate_predictions(splits.test, prob)
     return EvaluateResult(model_uri=model_uri,
                           **{k: _round(v) for k, v in report["metrics"].items()},

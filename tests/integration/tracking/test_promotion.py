@@ -87,11 +87,11 @@ def test_a_champion_from_other_data_is_replaced_by_a_better_model_on_the_same_sp
     alias = MlflowClient().get_model_version_by_alias(registry.registered_model, "champion")
     assert str(alias.version) == v2
     # Scored like the served model would be: the champion's own bundle re-scores identically.
-    bundle = tracking.registry_bundle(f"models:/{registry.registered_model}/{v1}")
-    rescored = Scorer.from_bundle(bundle).predict_proba(small_splits.val[FEATURE_COLUMNS])
+    with tracking.registry_bundle(f"models:/{registry.registered_model}/{v1}") as bundle:
+        rescored = Scorer.from_bundle(bundle).predict_proba(small_splits.val[FEATURE_COLUMNS])
+        assert load_model(bundle) is not None
     direct = champion.predict_proba(small_splits.val[FEATURE_COLUMNS])
     assert (abs(rescored - direct) < 1e-6).all()
-    assert load_model(bundle) is not None
 
 
 def test_a_worse_challenger_leaves_the_alias_and_a_better_one_takes_it(
