@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ray_app.core.config import TrackingConfig
 from ray_app.core.errors import UserError
+from ray_app.core.redact import redact
 from ray_app.ml.bundle import PREPROCESSOR
 
 
@@ -60,11 +61,12 @@ def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
     except MlflowException as exc:
         if _missing(exc):
             raise NoModelYet(f"{uri}: no model version is registered under it yet") from None
-        where = mlflow.get_tracking_uri()
+        where = redact(mlflow.get_tracking_uri())
         raise RegistryUnreachable(f"{uri}: the registry at {where} did not answer "
-                                  f"({_first_line(exc.message)})") from None  # fmt: skip
+                                  f"({redact(_first_line(exc.message))})") from None  # fmt: skip
     except OSError as exc:  # a sqlite file that cannot be opened, a socket error
-        raise RegistryUnreachable(f"{uri}: the registry did not answer ({exc})") from None
+        raise RegistryUnreachable(f"{uri}: the registry did not answer ({redact(str(exc))})"
+                                  ) from None  # fmt: skip
     return f"models:/{name}/{version}", version
 
 
@@ -83,7 +85,7 @@ def registry_bundle(uri: str) -> Iterator[Path]:
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except MlflowException as exc:
-            raise UserError(f"cannot load model {uri!r}: {exc.message}") from None
+            raise UserError(f"cannot load model {uri!r}: {redact(exc.message)}") from None
         bundle = local / "artifacts" / "bundle"
         if not (bundle / PREPROCESSOR).exists():
             raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
@@ -137,7 +139,8 @@ def promote_if_better(
                 old_score = loss_of(bundle)
             reason = "val log loss on the challenger's validation split"
         except Exception as exc:  # an unreadable champion is not a better model
-            reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"
+            reason = (f"champion v{current.version} could not be re-scored "
+                      f"({redact(str(exc))}); replaced")  # fmt: skip
     promoted = better(challenger_loss, old_score)
     if promoted:
         client.set_registered_model_alias(cfg.registered_model, cfg.champion_alias, version)
