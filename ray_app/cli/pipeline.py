@@ -12,6 +12,7 @@ from ray_app.cli.options import Overrides, config, overrides
 from ray_app.core.config import LaunchConfig, absolute_sqlite
 from ray_app.core.constants import IMAGE, LOCAL_DASHBOARD, SERVE_PORT
 from ray_app.core.errors import UserError
+from ray_app.core.redact import redact
 from ray_app.core.settings import Settings
 
 app = typer.Typer(help="The Kubeflow Pipelines (v2) pipeline.", no_args_is_help=True)
@@ -96,4 +97,4 @@ def pipeline_run(
         summary = run_pipeline_here(launch, pipeline_root.resolve(), train_args, tune, tune_args,
                                     say, log)  # fmt: skip
     say(summary)
-    say(f"MLflow: {launch.tracking_uri}; outputs under {pipeline_root.resolve()}")
+    say(f"MLflow: {redact(launch.tracking_uri)}; outputs under {pipeline_root.resolve()}")

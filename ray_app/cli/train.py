@@ -27,6 +27,7 @@ from ray_app.cli.options import (
 )
 from ray_app.core.config import plain_mlp
 from ray_app.core.errors import UserError
+from ray_app.core.redact import redact
 
 app = typer.Typer()
 
@@ -78,8 +79,9 @@ def train(
     else:
         train_summary(result)
     if not as_json:
-        say(f"MLflow: run {result['mlflow_run_id']} in {cfg.tracking.tracking_uri} (mlflow ui "
-            f"--backend-store-uri {cfg.tracking.tracking_uri}); model "
+        store = redact(cfg.tracking.tracking_uri)
+        say(f"MLflow: run {result['mlflow_run_id']} in {store} (mlflow ui "
+            f"--backend-store-uri {store}); model "
             f"{result['registered_model']} v{result['model_version']}")  # fmt: skip
 
 

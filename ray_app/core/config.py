@@ -74,12 +74,13 @@ class ModelConfig(_Strict):
     """Architecture of the tabular MLP."""
 
     num_embedding: Literal["plr", "none"] = "plr"
-    n_frequencies: int = Field(48, ge=1)
+    # The upper bounds also bound what a model bundle's model.json may ask for (ml.bundle).
+    n_frequencies: int = Field(48, ge=1, le=c.MAX_N_FREQUENCIES)
     frequency_scale: float = Field(20.0, gt=0.0, description="sigma of the initial frequencies")
-    num_embedding_dim: int = Field(16, ge=1)
-    cat_embedding_dim: int = Field(8, ge=1)
-    depth: int = Field(2, ge=1, le=8)
-    width: int = Field(256, ge=4, le=4096)
+    num_embedding_dim: int = Field(16, ge=1, le=c.MAX_EMBEDDING_DIM)
+    cat_embedding_dim: int = Field(8, ge=1, le=c.MAX_EMBEDDING_DIM)
+    depth: int = Field(2, ge=1, le=c.MAX_MODEL_DEPTH)
+    width: int = Field(256, ge=4, le=c.MAX_MODEL_WIDTH)
     dropout: float = Field(0.15, ge=0.0, lt=1.0)
 
 
@@ -98,7 +99,7 @@ class TrainConfig(_Strict):
     ensemble: int = Field(
         1,
         ge=1,
-        le=32,
+        le=c.MAX_ENSEMBLE,
         description="K > 1: a deep ensemble of K members (seeds seed..seed+K-1), "
         "trained concurrently, their probabilities averaged",
     )

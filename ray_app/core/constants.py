@@ -42,3 +42,15 @@ CLUSTER_SERVE_URL = f"http://{SERVICE_NAME}-serve-svc.{NAMESPACE}.svc:{SERVE_POR
 
 # The Serve application's name (in the Serve config and in KubeRay's status).
 APP_NAME = "adult-income"
+
+# The largest architecture a model bundle (model.json) may ask for: loading builds the model
+# before reading any weights, so a hostile model.json could otherwise allocate without limit.
+# Each is well over what our configs and search spaces produce (ray_app.training.search: depth
+# <= 4, width <= 512, n_frequencies <= 64, num_embedding_dim <= 24; cat_embedding_dim 8;
+# ensembles of <= 32; the UCI schema's largest vocabulary is 41 categories).
+MAX_MODEL_DEPTH = 8
+MAX_MODEL_WIDTH = 4096
+MAX_N_FREQUENCIES = 512
+MAX_EMBEDDING_DIM = 256
+MAX_ENSEMBLE = 32
+MAX_CARDINALITY = 10_000

@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class DataError(UserError):
     """Malformed or unexpected input data; the message names file, line and column."""
+
+
+class BundleError(UserError):
+    """A model bundle that cannot be loaded safely or at all: the message names the file, the
+    field, its value and what was expected."""

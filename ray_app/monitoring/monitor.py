@@ -16,6 +16,7 @@ champion only if it beats the champion on the same rows (the rule every training
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def _version_report(frame: pd.DataFrame, bundle: Path, version: str,
 
 
 def check_log(root: str, since: timedelta | datetime | None, labels: str | None,
-              bundle_for: Callable[[str], Path], cfg: MonitorConfig,
+              bundle_for: Callable[[str], AbstractContextManager[Path]], cfg: MonitorConfig,
               ray_cfg: RayConfig) -> dict[str, Any]:  # fmt: skip
     """`ray-app monitor --data <prediction log>`: each model version's rows of the window
     against that version's reference; the report's top level is the version serving last."""
@@ -229,8 +230,8 @@ def check_log(root: str, since: timedelta | datetime | None, labels: str | None,
     serving = str(records["model_version"].iloc[-1])
     versions: dict[str, dict[str, Any]] = {}
     for version, rows in records.groupby("model_version", sort=False):
-        versions[str(version)] = _version_report(rows, bundle_for(str(version)), str(version),
-                                                 cfg)  # fmt: skip
+        with bundle_for(str(version)) as bundle:
+            versions[str(version)] = _version_report(rows, bundle, str(version), cfg)
     top = versions[serving]
     labelled = records[records[LABEL_COLUMN].notna()]
     performance = None

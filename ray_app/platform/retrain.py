@@ -5,6 +5,7 @@ whether the new version is served."""
 from __future__ import annotations
 
 import shlex
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +68,7 @@ def monitor(cfg: AppConfig, data: str | None, model_uri: str, out: Path | None,
             removed = predlog.remove_older_than(source, cfg.monitor.retention_days)
         named = ServeConfig(model_uri=model_uri)
 
-        def bundle_for(version: str) -> Path:
+        def bundle_for(version: str) -> AbstractContextManager[Path]:
             return registry_bundle(model_uri_of(named, version))
 
         window = predlog.parse_since(since) if since else None
@@ -78,7 +79,8 @@ def monitor(cfg: AppConfig, data: str | None, model_uri: str, out: Path | None,
             raise UserError(f"{source}: --since and --labels apply to a prediction log (a "
                             "folder with records/), not to a file of rows")  # fmt: skip
         uri, version = pin(model_uri, None)
-        report = checks.check(source, registry_bundle(uri), version, cfg.monitor)
+        with registry_bundle(uri) as bundle:
+            report = checks.check(source, bundle, version, cfg.monitor)
     folder = out or Path("monitoring") / time.strftime("%Y%m%d-%H%M%S")
     reports.write_report(report, folder)
     report["report"] = str(folder)

@@ -86,7 +86,6 @@ def predict_registered(cfg: AppConfig, model_uri: str, source: str, out: str,
     then `predict_files` on Ray (`cfg.ray`: a cluster, or a new local Ray)."""
     store.set_tracking(cfg.tracking)
     uri, version = pin(model_uri, None)
-    bundle = registry_bundle(uri)
     ensure_ray(cfg.ray)
     if "://" not in out:  # written by tasks on other nodes, in other working directories
         out = str(Path(out).resolve())
@@ -96,4 +95,5 @@ def predict_registered(cfg: AppConfig, model_uri: str, source: str, out: str,
     check_shared_input(list_files(source)[0])
     check_shared_storage(Path(out).parent, option="--out",
                          why="Ray Data writes the output files from every node")  # fmt: skip
-    return predict_files(source, out, str(bundle), version, fmt, actors)
+    with registry_bundle(uri) as bundle:  # removed once its files went to the scoring actors
+        return predict_files(source, out, str(bundle), version, fmt, actors)

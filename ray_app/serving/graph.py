@@ -77,17 +77,19 @@ class Preprocess:
     def _load(self, version: str | None = None) -> None:
         self.looked = time.monotonic()
         try:
-            bundle, version = fetch_bundle(self.args, version)
+            # Everything is read into memory inside the block: a downloaded folder is removed.
+            with fetch_bundle(self.args, version) as (bundle, version):
+                reference = load_reference(bundle)  # None: a bundle from before monitoring
+                pre = Preprocessor.load(bundle / PREPROCESSOR)
+                members = ensemble_size(bundle)
         except ModelUnavailable as exc:  # no version yet, or the registry is not up yet
             self.waiting = str(exc)
             logger.warning("%s: serving 'no-model', looking again in %.0f s", exc,
                            self.args.model_poll_s)  # fmt: skip
             return
         self.waiting = None
-        reference = load_reference(bundle)  # None: a bundle from before monitoring
         window = DriftWindow(reference, self.args.drift_window) if reference else None
-        pre = Preprocessor.load(bundle / PREPROCESSOR)
-        self.loaded = (pre, version, window, ensemble_size(bundle))
+        self.loaded = (pre, version, window, members)
 
     async def _maybe_load(self) -> None:
         if self.loaded is None and time.monotonic() - self.looked >= self.args.model_poll_s:
@@ -159,8 +161,8 @@ class Model:
         return {"model_versions": list(self.models)}
 
     def _load(self, version: str) -> Scorer:
-        bundle, _ = fetch_bundle(self.args, version)
-        return Scorer.from_bundle(bundle)
+        with fetch_bundle(self.args, version) as (bundle, _):
+            return Scorer.from_bundle(bundle)  # weights read whole: the folder can go
 
     async def _model(self, version: str) -> Any:
         if version not in self.models:

@@ -66,8 +66,8 @@ def main() -> None:
         tracking_uri=args.tracking_uri,
         abstain_above=args.abstain_above,
     )
-    bundle, version = fetch_bundle(serve_args)
-    scoring = LocalScoring(Scorer.from_bundle(bundle), version)
+    with fetch_bundle(serve_args) as (bundle, version):
+        scoring = LocalScoring(Scorer.from_bundle(bundle), version)
     settings = Settings()
     keys = settings.keys()
     root = settings.prediction_log_location(args.prediction_log)

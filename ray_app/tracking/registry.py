@@ -3,7 +3,9 @@ bundle of a registered version."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ray_app.core.config import TrackingConfig
 from ray_app.core.errors import UserError
+from ray_app.core.redact import redact
 from ray_app.ml.bundle import PREPROCESSOR
 from ray_app.tracking.history import move_alias
 
@@ -59,11 +62,12 @@ def pin(uri: str, tracking_uri: str | None) -> tuple[str, str]:
     except MlflowException as exc:
         if _missing(exc):
             raise NoModelYet(f"{uri}: no model version is registered under it yet") from None
-        where = mlflow.get_tracking_uri()
+        where = redact(mlflow.get_tracking_uri())
         raise RegistryUnreachable(f"{uri}: the registry at {where} did not answer "
-                                  f"({_first_line(exc.message)})") from None  # fmt: skip
+                                  f"({redact(_first_line(exc.message))})") from None  # fmt: skip
     except OSError as exc:  # a sqlite file that cannot be opened, a socket error
-        raise RegistryUnreachable(f"{uri}: the registry did not answer ({exc})") from None
+        raise RegistryUnreachable(f"{uri}: the registry did not answer ({redact(str(exc))})"
+                                  ) from None  # fmt: skip
     return f"models:/{name}/{version}", version
 
 
@@ -71,16 +75,22 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else "no message"
 
 
-def registry_bundle(uri: str) -> Path:
-    """The model bundle (weights + preprocessor JSON) of a logged model, downloaded."""
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except MlflowException as exc:
-        raise UserError(f"cannot load model {uri!r}: {exc.message}") from None
-    bundle = local / "artifacts" / "bundle"
-    if not (bundle / PREPROCESSOR).exists():
-        raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
-    return bundle
+@contextmanager
+def registry_bundle(uri: str) -> Iterator[Path]:
+    """The model bundle (weights + preprocessor JSON) of a logged model, downloaded into a
+    temporary folder that is removed when the block ends: read what you need inside it.
+
+    MLflow's own default is a fresh temporary folder per call that nobody removes: a server
+    reloading versions, or a monitor run over many, filled the disk with copies."""
+    with tempfile.TemporaryDirectory(prefix="ray_app_bundle_") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except MlflowException as exc:
+            raise UserError(f"cannot load model {uri!r}: {redact(exc.message)}") from None
+        bundle = local / "artifacts" / "bundle"
+        if not (bundle / PREPROCESSOR).exists():
+            raise UserError(f"{uri}: not a ray_app model (no artifacts/bundle)")
+        yield bundle
 
 
 class Promotion(BaseModel):
@@ -126,10 +136,12 @@ def promote_if_better(
     old_score, reason = None, "no champion yet"
     if current is not None:
         try:
-            old_score = loss_of(registry_bundle(cfg.version_uri(current.version)))
+            with registry_bundle(cfg.version_uri(current.version)) as bundle:
+                old_score = loss_of(bundle)
             reason = "val log loss on the challenger's validation split"
         except Exception as exc:  # an unreadable champion is not a better model
-            reason = f"champion v{current.version} could not be re-scored ({exc}); replaced"
+            reason = (f"champion v{current.version} could not be re-scored "
+                      f"({redact(str(exc))}); replaced")  # fmt: skip
     promoted = better(challenger_loss, old_score)
     if promoted:
         figures = {"val_log_loss": challenger_loss, "previous_val_log_loss": old_score}

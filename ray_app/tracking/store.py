@@ -9,10 +9,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from ray_app.core.config import TrackingConfig
+from ray_app.core.redact import has_credentials
 from ray_app.core.schema import FEATURE_COLUMNS, NUMERIC_COLUMNS
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # ray_app/, shipped with the pyfunc
@@ -26,14 +28,22 @@ EXAMPLE_RECORD: dict[str, Any] = {
 }  # fmt: skip
 
 
+def _point_at(uri: str) -> None:
+    mlflow.set_tracking_uri(uri)
+    if has_credentials(uri):
+        # MLflow prints "View run ... at: <tracking URI>/#/..." when a run ends, credentials
+        # included, into the job's log: not with a URI that carries them.
+        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.set(True)
+
+
 def set_tracking(cfg: TrackingConfig) -> None:
     """Point MLflow at the store (reading only: no experiment is created)."""
-    mlflow.set_tracking_uri(cfg.tracking_uri)
+    _point_at(cfg.tracking_uri)
 
 
 def configure(cfg: TrackingConfig) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    mlflow.set_tracking_uri(cfg.tracking_uri)
+    _point_at(cfg.tracking_uri)
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)

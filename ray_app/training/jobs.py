@@ -18,6 +18,7 @@ from typing import Any
 import mlflow
 
 from ray_app.core.config import AppConfig, dump_config
+from ray_app.core.redact import redact
 from ray_app.core.runtime import check_shared_storage
 from ray_app.core.schema import FEATURE_COLUMNS
 from ray_app.data.raydata import SplitDatasets, load_datasets, train_stats
@@ -127,9 +128,10 @@ def _log_inputs(cfg: AppConfig, prepared: Prepared, work: Path) -> None:
         ),
         {},
     )
-    mlflow.log_params({k: str(v) for k, v in params.items()})
+    # Credentials in a URI (the tracking URI, a Ray address) stay out of the run.
+    mlflow.log_params({k: redact(str(v)) for k, v in params.items()})
     mlflow.log_dict(summarise(prepared.splits), "data/summary.json")
-    mlflow.log_text(dump_config(cfg), "config.yaml")
+    mlflow.log_text(redact(dump_config(cfg)), "config.yaml")
     mlflow.set_tags(_data_tags(prepared.splits))
     mlflow.log_artifact(str(prepared.pre.save(work / "preprocessor.json")), "preprocessor")
 
@@ -296,7 +298,7 @@ def _train_result(
             for key, v in ev.report["slices"].items()
         },
         mlflow_run_id=run_id,
-        mlflow_tracking_uri=cfg.tracking.tracking_uri,
+        mlflow_tracking_uri=redact(cfg.tracking.tracking_uri),  # printed, in the job's log
         model_uri=info.model_uri,
         registered_model=cfg.tracking.registered_model if cfg.tracking.register_model else None,
         model_version=None if version is None else int(version),
@@ -323,8 +325,9 @@ def run_evaluate_job(cfg: AppConfig, model_uri: str) -> EvaluateResult:
     store.configure(cfg.tracking)
     splits = load_splits(cfg.data)
     uri, _ = registry.pin(model_uri, None)
-    bundle = registry.registry_bundle(uri)
-    prob = Scorer.from_bundle(bundle).predict_proba(splits.test[FEATURE_COLUMNS])
+    with registry.registry_bundle(uri) as bundle:
+        scorer = Scorer.from_bundle(bundle)
+    prob = scorer.predict_proba(splits.test[FEATURE_COLUMNS])
     report = evaluate_predictions(splits.test, prob)
     return EvaluateResult(model_uri=model_uri,
                           **{k: _round(v) for k, v in report["metrics"].items()},

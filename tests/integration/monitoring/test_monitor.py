@@ -187,7 +187,8 @@ def test_a_log_over_two_versions_judges_each_against_its_own_reference(trained, 
     mlflow.set_tracking_uri(trained["tracking"])
     first = MlflowClient().get_model_version("adult-income", "1")
     mlflow.register_model(first.source, "adult-income")  # version 2: the same bundle
-    scorer = Scorer.from_bundle(registry_bundle("models:/adult-income/1"))
+    with registry_bundle("models:/adult-income/1") as bundle:
+        scorer = Scorer.from_bundle(bundle)
     test = read_table(REPO / "data" / "adult.test")
     clean, shifted = test.iloc[:1500], test.iloc[1500:3000].copy()
     shifted["age"] = shifted["age"] + 20

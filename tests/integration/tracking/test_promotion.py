@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import log_loss
 
@@ -87,11 +88,11 @@ def test_a_champion_from_other_data_is_replaced_by_a_better_model_on_the_same_sp
     alias = MlflowClient().get_model_version_by_alias(registry.registered_model, "champion")
     assert str(alias.version) == v2
     # Scored like the served model would be: the champion's own bundle re-scores identically.
-    bundle = tracking.registry_bundle(f"models:/{registry.registered_model}/{v1}")
-    rescored = Scorer.from_bundle(bundle).predict_proba(small_splits.val[FEATURE_COLUMNS])
+    with tracking.registry_bundle(f"models:/{registry.registered_model}/{v1}") as bundle:
+        rescored = Scorer.from_bundle(bundle).predict_proba(small_splits.val[FEATURE_COLUMNS])
+        assert load_model(bundle) is not None
     direct = champion.predict_proba(small_splits.val[FEATURE_COLUMNS])
     assert (abs(rescored - direct) < 1e-6).all()
-    assert load_model(bundle) is not None
 
 
 def test_a_worse_challenger_leaves_the_alias_and_a_better_one_takes_it(
@@ -143,3 +144,36 @@ def test_the_logged_pyfunc_is_code_and_loads_without_unpickling(registry, small_
     rows = small_splits.test[FEATURE_COLUMNS].head(20)
     np.testing.assert_allclose(model.predict(rows)["probability"], scorer.predict_proba(rows),
                                atol=1e-6)  # fmt: skip
+
+
+def test_evaluate_reads_the_bundle_and_runs_no_code_from_the_registry(registry, small_splits,
+                                                                     tmp_path):  # fmt: skip
+    """`ray-app evaluate` and the pipeline's evaluate step load the registered version as its
+    bundle (weights + JSON): a logged code file that raises on import, and a pyfunc loader
+    that refuses, change nothing. (Loading it as a pyfunc does run that file.)"""
+    from unittest import mock
+
+    from ray_app.platform.pipeline.steps import evaluate_step
+    from ray_app.training.jobs import run_evaluate_job
+
+    version = _register(registry, _untrained(small_splits), tmp_path, 0.5)
+    client = MlflowClient()
+    client.set_registered_model_alias(registry.registered_model, "champion", version)
+    model_id = client.get_model_version(registry.registered_model, version).source
+    logged = client.get_logged_model(model_id.removeprefix("models:/")).artifact_location
+    code = Path(logged.removeprefix("file://")) / "mlflow_model.py"
+    code.write_text('raise RuntimeError("code from the registry ran")\n')
+    uri = f"models:/{registry.registered_model}/{version}"
+    with pytest.raises(MlflowException, match="code from the registry ran"):
+        mlflow.pyfunc.load_model(uri)  # the planted file is what a pyfunc load would run
+
+    refuse = AssertionError("evaluate loaded the model as a pyfunc")
+    cfg = AppConfig()
+    cfg.tracking = registry
+    with mock.patch.object(mlflow.pyfunc, "load_model", side_effect=refuse):
+        result = run_evaluate_job(cfg, uri)
+        step = evaluate_step({"backend": "local", "tracking_uri": registry.tracking_uri},
+                             {"model_version": float(version)})  # fmt: skip
+    assert result.test_log_loss > 0.0 and result.model_uri == uri
+    assert step["improved"] is True
+    assert step["metrics"]["test_log_loss"] == pytest.approx(result.test_log_loss)
