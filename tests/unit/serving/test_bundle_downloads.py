@@ -79,6 +79,7 @@ def test_serve_replicas_load_leave_no_folder_and_still_score(logged, small_split
     columns = {c: [None if v != v else v for v in rows[c]] for c in FEATURE_COLUMNS}
     # The methods under @serve.batch (the batching queue itself needs a Serve replica).
     (encoded,) = asyncio.run(type(preprocess).__call__.__wrapped__(preprocess, [columns]))
-    ((probability, scored_by),) = asyncio.run(type(model).__call__.__wrapped__(model, [encoded]))
-    assert scored_by == version and len(probability) == 8
+    ((probability, spread, scored_by),) = asyncio.run(
+        type(model).__call__.__wrapped__(model, [encoded]))  # fmt: skip
+    assert scored_by == version and len(probability) == len(spread) == 8
     assert preprocess.drift() is not None  # the drift reference was read before removal
