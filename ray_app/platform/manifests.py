@@ -55,9 +55,11 @@ def _resources(amounts: dict[str, str]) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def security_context() -> dict[str, Any]:
-    """Non-root, no privilege escalation, no capabilities (the image's user is uid 1000)."""
-    return {
+def security_context(read_only: bool = False) -> dict[str, Any]:
+    """Non-root, no privilege escalation, no capabilities (the image's user is uid 1000): what
+    the `restricted` Pod Security Standard asks of a container (ray_app/platform/podsecurity.py).
+    `read_only`: the root filesystem too; the pod mounts emptyDirs where the process writes."""
+    context: dict[str, Any] = {
         "runAsNonRoot": True,
         "runAsUser": 1000,
         "runAsGroup": 100,
@@ -65,6 +67,59 @@ def security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if read_only:
+        context["readOnlyRootFilesystem"] = True
+    return context
+
+
+# The pod-level part of the restricted profile (every container inherits it).
+POD_SECURITY_CONTEXT = {
+    "fsGroup": 100,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+# Where a Ray container writes, with its root filesystem read-only: each an emptyDir. The image's
+# HOME is /home/ray (rayproject/ray; Python itself lives under it, so HOME stays read-only).
+#   /tmp/ray            Ray's session dir (logs, sockets, runtime_env packages). The name is
+#                       KubeRay's own: pod.go L862-L870 (v1.7.0) adds a `ray-logs` emptyDir at
+#                       /tmp/ray to the head and the autoscaler; with ours in place it mounts
+#                       ours into the autoscaler (addEmptyDir, L1546-L1569), so both share it.
+#   /tmp                tempfile (MLflow client uploads, torch, the job's outputs)
+#   ~/.cache            torch hub, pip, triton caches
+#   ~/.ray              Ray's usage-stats config (usage_lib.py) and auth token file
+#   ~/ray_results       Ray Train/Tune's default storage when none is given
+RAY_HOME = "/home/ray"
+RAY_WRITABLE = {
+    "ray-logs": "/tmp/ray",
+    "tmp": "/tmp",
+    "home-cache": f"{RAY_HOME}/.cache",
+    "home-ray": f"{RAY_HOME}/.ray",
+    "ray-results": f"{RAY_HOME}/ray_results",
+}
+# The head's pod does not mount its service account token (automountServiceAccountToken:
+# false): the Ray container runs the jobs' drivers and needs no Kubernetes API. The autoscaler
+# sidecar does (enableInTreeAutoscaling: it lists and scales the cluster's pods with the head's
+# service account, which KubeRay sets, pod.go L243-L249): this projected volume, the same one
+# the ServiceAccount admission plugin would add, is mounted in the autoscaler container only
+# (autoscalerOptions.volumeMounts, merged by pod.go mergeAutoscalerOverrides L1021-L1023).
+TOKEN_VOLUME = "autoscaler-token"
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _token_volume() -> dict[str, Any]:
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt",
+                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                                            "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]
+        },
+    }  # fmt: skip
 
 
 def _env(extra: dict[str, str]) -> list[dict[str, str]]:
@@ -83,8 +138,9 @@ def _container(
         "imagePullPolicy": "IfNotPresent",
         "env": _env(env),
         "resources": _resources(resources),
-        "securityContext": security_context(),
-        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}],
+        "securityContext": security_context(read_only=True),
+        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}]
+        + [{"name": name, "mountPath": path} for name, path in RAY_WRITABLE.items()],
     }
     if ports:
         container["ports"] = ports
@@ -96,20 +152,27 @@ def pull_secrets() -> list[dict[str, str]]:
 
 
 def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}}
+    ]
+    volumes += [{"name": name, "emptyDir": {}} for name in RAY_WRITABLE]
+    if not worker:
+        volumes.append(_token_volume())
     spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}}],
+        "volumes": volumes,
         # Autoscaler v2 replaces failed pods itself; a restarted Ray container cannot rejoin.
         "restartPolicy": "Never",
-        "securityContext": {"fsGroup": 100},
+        "securityContext": dict(POD_SECURITY_CONTEXT),
         "imagePullSecrets": pull_secrets(),
+        # Workers never call the Kubernetes API; on the head only the autoscaler does, with
+        # the token mounted in its container alone (TOKEN_VOLUME).
+        "automountServiceAccountToken": False,
     }
-    if worker:
-        # Workers never call the Kubernetes API (the head's autoscaler does, with its own SA).
-        spec["automountServiceAccountToken"] = False
     return {"spec": spec}
 
 
+SERVE_LABEL = "ray-app.io/serve"
 API_KEY_SECRET = "ray-app-api-key"  # nosec B105  # pragma: allowlist secret (its name)
 API_KEY_FROM_SECRET = {
     "name": API_KEY_ENV,
@@ -146,6 +209,11 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
             "timeoutSeconds": 3,
             "failureThreshold": 12,
         }
+    head_pod, worker_pod = _pod(head, worker=False), _pod(worker, worker=True)
+    if serve:
+        # Selects the pods whose Serve port is open to users (networkpolicy.yaml, ray-serve).
+        for pod in (head_pod, worker_pod):
+            pod["metadata"] = {"labels": {SERVE_LABEL: "true"}}
     return {
         "rayVersion": RAY_VERSION,
         # Token auth: KubeRay creates the secret and hands it to the head, workers and submitter.
@@ -156,14 +224,19 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
             "upscalingMode": "Default",
             "idleTimeoutSeconds": 120,
             "resources": _resources({"cpu": "500m", "memory": "512Mi"}),
-            "securityContext": security_context(),
+            "securityContext": security_context(read_only=True),
+            # KubeRay adds /tmp/ray (the head's `ray-logs`); tempfiles and the API token here.
+            "volumeMounts": [
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True},
+            ],
         },
         "headGroupSpec": {
             # No Ray work on the head: it runs the GCS, the dashboard and the job drivers.
             # The dashboard listens on the pod network only; the head Service is ClusterIP.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
             "serviceType": "ClusterIP",
-            "template": _pod(head, worker=False),
+            "template": head_pod,
         },
         "workerGroupSpecs": [
             {
@@ -172,7 +245,7 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
                 "minReplicas": 1,
                 "maxReplicas": 4,
                 "rayStartParams": {},
-                "template": _pod(worker, worker=True),
+                "template": worker_pod,
             }
         ],
     }
@@ -260,6 +333,9 @@ def with_image(obj: Any, image: str) -> Any:
     return out
 
 
+SUBMITTER_COMPONENT = "ray-job-submitter"
+
+
 def submitter_template() -> dict[str, Any]:
     """The RayJob's submitter pod (`ray job submit` in K8sJobMode). KubeRay's default one
     (common/job.go GetSubmitterTemplate, L215-L245 at v1.7.0) has the head's image and
@@ -272,8 +348,11 @@ def submitter_template() -> dict[str, Any]:
                       "limits": {"cpu": "1", "memory": "1Gi"}},
         "securityContext": security_context(),
     }  # fmt: skip
-    return {"spec": {"containers": [container], "restartPolicy": "Never",
+    # The label: the NetworkPolicy that lets it reach the head's dashboard (networkpolicy.yaml).
+    return {"metadata": {"labels": {"app.kubernetes.io/component": SUBMITTER_COMPONENT}},
+            "spec": {"containers": [container], "restartPolicy": "Never",
                      "automountServiceAccountToken": False,
+                     "securityContext": dict(POD_SECURITY_CONTEXT),
                      "imagePullSecrets": pull_secrets()}}  # fmt: skip
 
 
