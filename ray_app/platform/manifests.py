@@ -484,6 +484,12 @@ def write_manifests(
         path = gpu_dir / name
         path.write_text(HEADER + yaml.dump(patch, Dumper=_Dumper, sort_keys=False, width=100))
         written.append(path)
+    from ray_app.platform.admission import binding, policy
+
+    path = base_dir / "admission.yaml"
+    path.write_text(HEADER + yaml.dump_all([policy(), binding()], Dumper=_Dumper,
+                                           sort_keys=False, width=100))  # fmt: skip
+    written.append(path)
     serve_config_path.write_text(render_config(serve_config()))
     written.append(serve_config_path)
     return written

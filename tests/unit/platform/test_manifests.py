@@ -42,7 +42,7 @@ def local_objects() -> list[dict]:
 
 def test_generated_files_are_up_to_date(tmp_path: Path):
     written = kuberay.write_manifests(tmp_path / "base", tmp_path / "serve-config.yaml")
-    assert len(written) == 7
+    assert len(written) == 8
     for path in written:
         committed = KUBERAY / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
