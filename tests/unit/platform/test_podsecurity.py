@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ray_app.platform import manifests
+from ray_app.platform import manifests, podspec
 from ray_app.platform.kubecheck import launcher_objects, render_overlay
 from ray_app.platform.podsecurity import (
     network_policy_errors,
@@ -152,7 +152,7 @@ def test_ray_containers_are_read_only_with_emptydirs_where_ray_writes(overlay: s
             assert "emptyDir" in volumes[mounts[path]], (pod.where, path)
         # KubeRay's own name for /tmp/ray: the autoscaler then shares this volume (pod.go).
         assert mounts["/tmp/ray"] == "ray-logs"
-        assert manifests.TOKEN_PATH not in mounts
+        assert podspec.TOKEN_PATH not in mounts
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -167,14 +167,14 @@ def test_no_ray_pod_mounts_the_token_but_the_autoscaler_does(overlay: str, rende
     for spec in specs:
         assert spec["enableInTreeAutoscaling"] is True  # why the autoscaler needs the token
         head = spec["headGroupSpec"]["template"]["spec"]
-        token = next(v for v in head["volumes"] if v["name"] == manifests.TOKEN_VOLUME)
+        token = next(v for v in head["volumes"] if v["name"] == podspec.TOKEN_VOLUME)
         assert token["projected"]["sources"][0]["serviceAccountToken"]["path"] == "token"
         mounts = {m["mountPath"]: m for m in spec["autoscalerOptions"]["volumeMounts"]}
-        assert mounts[manifests.TOKEN_PATH]["name"] == manifests.TOKEN_VOLUME
-        assert mounts[manifests.TOKEN_PATH]["readOnly"] is True
+        assert mounts[podspec.TOKEN_PATH]["name"] == podspec.TOKEN_VOLUME
+        assert mounts[podspec.TOKEN_PATH]["readOnly"] is True
         for group in spec["workerGroupSpecs"]:
             names = {v["name"] for v in group["template"]["spec"]["volumes"]}
-            assert manifests.TOKEN_VOLUME not in names
+            assert podspec.TOKEN_VOLUME not in names
 
 
 # --- NetworkPolicies ------------------------------------------------------------------------
