@@ -175,9 +175,19 @@ class OverlayReport:
 
 
 def check_overlay(overlay: Path, schemas: dict[str, dict[str, Any]]) -> OverlayReport:
-    """Render one overlay, validate every object in it and every RayJob the launcher builds."""
+    """Render one overlay, validate every object in it and every RayJob the launcher builds;
+    then the namespace's security: every pod template against the `restricted` Pod Security
+    Standard, the NetworkPolicies (podsecurity.py) and the admission policy (admission.py)."""
+    from ray_app.platform.podsecurity import (
+        network_policy_errors,
+        pod_security_errors,
+        pod_templates,
+        restricted_violations,
+    )
+
     report = OverlayReport(str(overlay))
     objects = render_overlay(overlay)
+    report.errors += pod_security_errors(objects) + network_policy_errors(objects)
     for obj in objects:
         report.objects.append(f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
         if str(obj.get("apiVersion", "")).startswith("ray.io/"):
@@ -188,6 +198,9 @@ def check_overlay(overlay: Path, schemas: dict[str, dict[str, Any]]) -> OverlayR
         variant = job["metadata"]["annotations"]["ray-app.io/variant"]
         report.launcher.append(variant)
         report.errors += [f"launcher ({variant}): {e}" for e in check_ray_object(job, schemas)]
+        for pod in pod_templates(job):
+            report.errors += [f"launcher ({variant}): {pod.where}: {v} [pod-security restricted]"
+                              for v in restricted_violations(pod)]  # fmt: skip
     return report
 
 

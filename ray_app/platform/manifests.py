@@ -25,6 +25,14 @@ from ray_app.core.constants import (
     SHARED_MOUNT,
     SHARED_PVC,
 )
+from ray_app.platform.podspec import (
+    POD_SECURITY_CONTEXT,
+    RAY_WRITABLE,
+    TOKEN_PATH,
+    TOKEN_VOLUME,
+    security_context,
+    token_volume,
+)
 from ray_app.serving.config import POD_HOST, SERVE_ENV, render_config, serve_config
 
 RAY_VERSION = "2.60.0"
@@ -55,18 +63,6 @@ def _resources(amounts: dict[str, str]) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def security_context() -> dict[str, Any]:
-    """Non-root, no privilege escalation, no capabilities (the image's user is uid 1000)."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "runAsGroup": 100,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _env(extra: dict[str, str]) -> list[dict[str, str]]:
     base = {"MLFLOW_TRACKING_URI": CLUSTER_TRACKING_URI,
             "RAY_APP_STORAGE_PATH": CLUSTER_STORAGE_PATH,
@@ -83,8 +79,9 @@ def _container(
         "imagePullPolicy": "IfNotPresent",
         "env": _env(env),
         "resources": _resources(resources),
-        "securityContext": security_context(),
-        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}],
+        "securityContext": security_context(read_only=True),
+        "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}]
+        + [{"name": name, "mountPath": path} for name, path in RAY_WRITABLE.items()],
     }
     if ports:
         container["ports"] = ports
@@ -96,20 +93,27 @@ def pull_secrets() -> list[dict[str, str]]:
 
 
 def _pod(container: dict[str, Any], *, worker: bool) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}}
+    ]
+    volumes += [{"name": name, "emptyDir": {}} for name in RAY_WRITABLE]
+    if not worker:
+        volumes.append(token_volume())
     spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_PVC}}],
+        "volumes": volumes,
         # Autoscaler v2 replaces failed pods itself; a restarted Ray container cannot rejoin.
         "restartPolicy": "Never",
-        "securityContext": {"fsGroup": 100},
+        "securityContext": dict(POD_SECURITY_CONTEXT),
         "imagePullSecrets": pull_secrets(),
+        # Workers never call the Kubernetes API; on the head only the autoscaler does, with
+        # the token mounted in its container alone (TOKEN_VOLUME).
+        "automountServiceAccountToken": False,
     }
-    if worker:
-        # Workers never call the Kubernetes API (the head's autoscaler does, with its own SA).
-        spec["automountServiceAccountToken"] = False
     return {"spec": spec}
 
 
+SERVE_LABEL = "ray-app.io/serve"
 API_KEY_SECRET = "ray-app-api-key"  # nosec B105  # pragma: allowlist secret (its name)
 API_KEY_FROM_SECRET = {
     "name": API_KEY_ENV,
@@ -146,6 +150,11 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
             "timeoutSeconds": 3,
             "failureThreshold": 12,
         }
+    head_pod, worker_pod = _pod(head, worker=False), _pod(worker, worker=True)
+    if serve:
+        # Selects the pods whose Serve port is open to users (networkpolicy.yaml, ray-serve).
+        for pod in (head_pod, worker_pod):
+            pod["metadata"] = {"labels": {SERVE_LABEL: "true"}}
     return {
         "rayVersion": RAY_VERSION,
         # Token auth: KubeRay creates the secret and hands it to the head, workers and submitter.
@@ -156,14 +165,19 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
             "upscalingMode": "Default",
             "idleTimeoutSeconds": 120,
             "resources": _resources({"cpu": "500m", "memory": "512Mi"}),
-            "securityContext": security_context(),
+            "securityContext": security_context(read_only=True),
+            # KubeRay adds /tmp/ray (the head's `ray-logs`); tempfiles and the API token here.
+            "volumeMounts": [
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True},
+            ],
         },
         "headGroupSpec": {
             # No Ray work on the head: it runs the GCS, the dashboard and the job drivers.
             # The dashboard listens on the pod network only; the head Service is ClusterIP.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
             "serviceType": "ClusterIP",
-            "template": _pod(head, worker=False),
+            "template": head_pod,
         },
         "workerGroupSpecs": [
             {
@@ -172,7 +186,7 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
                 "minReplicas": 1,
                 "maxReplicas": 4,
                 "rayStartParams": {},
-                "template": _pod(worker, worker=True),
+                "template": worker_pod,
             }
         ],
     }
@@ -260,6 +274,9 @@ def with_image(obj: Any, image: str) -> Any:
     return out
 
 
+SUBMITTER_COMPONENT = "ray-job-submitter"
+
+
 def submitter_template() -> dict[str, Any]:
     """The RayJob's submitter pod (`ray job submit` in K8sJobMode). KubeRay's default one
     (common/job.go GetSubmitterTemplate, L215-L245 at v1.7.0) has the head's image and
@@ -272,8 +289,11 @@ def submitter_template() -> dict[str, Any]:
                       "limits": {"cpu": "1", "memory": "1Gi"}},
         "securityContext": security_context(),
     }  # fmt: skip
-    return {"spec": {"containers": [container], "restartPolicy": "Never",
+    # The label: the NetworkPolicy that lets it reach the head's dashboard (networkpolicy.yaml).
+    return {"metadata": {"labels": {"app.kubernetes.io/component": SUBMITTER_COMPONENT}},
+            "spec": {"containers": [container], "restartPolicy": "Never",
                      "automountServiceAccountToken": False,
+                     "securityContext": dict(POD_SECURITY_CONTEXT),
                      "imagePullSecrets": pull_secrets()}}  # fmt: skip
 
 
@@ -405,6 +425,12 @@ def write_manifests(
         path = gpu_dir / name
         path.write_text(HEADER + yaml.dump(patch, Dumper=_Dumper, sort_keys=False, width=100))
         written.append(path)
+    from ray_app.platform.admission import binding, policy
+
+    path = base_dir / "admission.yaml"
+    path.write_text(HEADER + yaml.dump_all([policy(), binding()], Dumper=_Dumper,
+                                           sort_keys=False, width=100))  # fmt: skip
+    written.append(path)
     serve_config_path.write_text(render_config(serve_config()))
     written.append(serve_config_path)
     return written

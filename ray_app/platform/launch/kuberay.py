@@ -72,7 +72,15 @@ def build_rayjob(job: Job, cfg: AppConfig, template: dict[str, Any] | None = Non
         ray_cluster_spec=cluster,
     )
     manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "ray-app-launcher"
-    return manifest if cluster is not None else manifests.with_image(manifest, launch.image)
+    if cluster is None:
+        return manifests.with_image(manifest, launch.image)
+    # The submitter (`ray job submit`) runs the cluster's image, as KubeRay's default submitter
+    # does: the template's head image as deployed, not the generator's placeholder (which
+    # names no registry: on GKE the submitter pod could not pull it).
+    head_image = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    submitter = manifest["spec"]["submitterPodTemplate"]
+    manifest["spec"]["submitterPodTemplate"] = manifests.with_image(submitter, head_image)
+    return manifest
 
 
 class KubeRayJobs:

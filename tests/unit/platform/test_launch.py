@@ -613,3 +613,15 @@ def test_ray_app_launch_runs_a_copy_of_the_template_and_leaves_the_release_its_f
     fake.apply(template, manager=kuberay.RELEASE_MANAGER)  # the next release: no 409
     bad = CliRunner().invoke(app, ["launch", "evaluate"])
     assert bad.exit_code != 0 and "KIND is train or tune, not 'evaluate'" in str(bad.exception)
+
+
+@pytest.mark.parametrize("overlay", ["local", "gke", "gke-gpu"])
+def test_the_submitter_runs_the_template_clusters_image(overlay: str):
+    """On the overlay's cluster the submitter pod runs the head's image as deployed, never the
+    generator's placeholder (`ray-app` names no registry: on GKE it could not be pulled)."""
+    objects = render_overlay(KUBERAY / "overlays" / overlay)
+    template = next(o for o in objects if o["metadata"]["name"] == "ray-app-train")
+    job = build_rayjob(Job("train", [], "ray-app-train-1"), AppConfig(), template)
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    (submitter,) = job["spec"]["submitterPodTemplate"]["spec"]["containers"]
+    assert submitter["image"] == head["image"] != kuberay.IMAGE

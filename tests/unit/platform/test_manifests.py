@@ -42,7 +42,7 @@ def local_objects() -> list[dict]:
 
 def test_generated_files_are_up_to_date(tmp_path: Path):
     written = kuberay.write_manifests(tmp_path / "base", tmp_path / "serve-config.yaml")
-    assert len(written) == 7
+    assert len(written) == 8
     for path in written:
         committed = KUBERAY / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
@@ -280,9 +280,11 @@ def test_mlflow_is_reachable_from_kfp_namespaces_by_the_name_everyone_uses(local
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     allowed = next(a for a in command if a.startswith("--allowed-hosts=")).split("=", 1)[1]
     assert host in allowed.split(",") and host.split(":")[0] in allowed.split(",")
-    policy = next(o for o in local_objects if o["kind"] == "NetworkPolicy")
+    policy = next(o for o in local_objects if o["kind"] == "NetworkPolicy"
+                  and o["metadata"]["name"] == "mlflow")  # fmt: skip
     sources = policy["spec"]["ingress"][0]["from"]
-    assert {"podSelector": {}} in sources
+    assert {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}} in sources
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "monitor"}}} in sources
     assert {"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "kubeflow"}}} in sources  # fmt: skip
     assert {"namespaceSelector": {"matchLabels": {"ray-app.io/mlflow-client": "true"}}} in sources
