@@ -27,8 +27,10 @@ def built(tmp_path_factory) -> Path:
     test's loss_of reads), in a sqlite registry built once (MLflow's schema setup is slow)."""
     work = tmp_path_factory.mktemp("registry")
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    mlflow.set_experiment("history-test")
     client = MlflowClient()
+    # Not mlflow.set_experiment: the active experiment is process state, and a later test in
+    # this worker (another store, no experiment 1) would log into it.
+    experiment = client.create_experiment("history-test")
     name = TrackingConfig().registered_model
     client.create_registered_model(name)
     for version, loss in enumerate(LOSSES, start=1):
@@ -36,7 +38,7 @@ def built(tmp_path_factory) -> Path:
         bundle.mkdir(parents=True)
         (bundle / PREPROCESSOR).write_text("{}")
         (bundle / "loss.txt").write_text(str(loss))
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifacts(str(work / f"v{version}"), "model")
         client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
     return work / "mlflow.db"
