@@ -168,8 +168,8 @@ def torch_cpu_hashes(
     if old and path.exists():  # and what it said of where they came from
         lines = path.read_text().splitlines()
         at = next(i for i, line in enumerate(lines) if line.startswith("torch=="))
-        if at and lines[at - 1].startswith("# ") and "kept" not in lines[at - 1]:
-            note = f"{note}; {lines[at - 1][2:]}"
+        said = lines[at - 1][2:] if at and lines[at - 1].startswith("# ") else ""
+        note = said if said.startswith(note) else f"{note}; {said}" if said else note
     return (old or []), note
 
 
