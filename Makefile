@@ -101,8 +101,9 @@ gates: setup gates-setup
 	$(STAGE) gates -- bash .ci/gates.sh
 
 ## re-hash requirements*.lock from the current venvs (after changing pyproject or the gates list:
-## first `.venv/bin/pip install -e ".[dev,docs]"` resolves the new versions; .ci/lock.py)
+## first `.venv/bin/pip install -e ".[dev,docs,lock]"` resolves the new versions; .ci/lock.py)
 lock:
+	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements-tools.lock
 	$(BIN)/python .ci/lock.py app --uv $(BIN)/uv
 	$(GATES)/bin/python .ci/lock.py gates --uv $(BIN)/uv
 

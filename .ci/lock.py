@@ -40,7 +40,11 @@ HEADERS = {
         "# Installed with: pip install --require-hashes --no-deps -r requirements.lock\n"
     ),
     "requirements-dev.lock": (
-        "# The dev and docs extras' packages on top of requirements.lock (make setup), hashed.\n"
+        "# The dev extra's packages on top of requirements.lock (make setup), hashed.\n"
+    ),
+    "requirements-tools.lock": (
+        "# The docs and lock extras (playwright for docs/pictures.py, uv for make lock) on top\n"
+        "# of the two above; make lock installs them, make setup does not. Hashed.\n"
     ),
     "requirements-build.lock": (
         "# pip and the build backend (pyproject's build-system), installed first by make setup\n"
@@ -191,12 +195,13 @@ def lock_app(uv: str, torch_cpu: list[str]) -> None:
     roots = [Requirement(r) for r in project.requires or []]
     runtime_roots = [r for r in roots if r.marker is None or r.marker.evaluate({"extra": ""})]
     runtime = closure(runtime_roots, dists)
-    everything = closure([Requirement("ray-app[dev,docs]")], dists) - {"ray-app"}
-    dev = everything - runtime
+    dev = closure([Requirement("ray-app[dev]")], dists) - {"ray-app"} - runtime
+    tools = closure([Requirement("ray-app[docs,lock]")], dists) - {"ray-app"} - runtime - dev
     build: set[str] = {canonicalize_name(n) for n in BUILD_TOOLS}
     groups: dict[str, set[str]] = {
         "requirements.lock": runtime - build,
         "requirements-dev.lock": dev - build,
+        "requirements-tools.lock": tools - build,
         "requirements-build.lock": build,
     }
     hashes = {file: hashed(pins(names, dists), uv) for file, names in groups.items()}

@@ -20,7 +20,12 @@ from packaging.version import Version
 
 from tests.support.procs import REPO
 
-APP_LOCKS = ("requirements.lock", "requirements-dev.lock", "requirements-build.lock")
+APP_LOCKS = (
+    "requirements.lock",
+    "requirements-dev.lock",
+    "requirements-tools.lock",
+    "requirements-build.lock",
+)
 LOCKS = (*APP_LOCKS, "requirements-torch.lock", "requirements-gates.lock")
 ENTRY = re.compile(
     r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)"
@@ -133,6 +138,7 @@ def test_make_setup_and_the_image_install_from_the_locks():
         assert any(f"-r {lock}" in one for one in make), lock
         assert any(f"-r {lock}" in one for one in image), lock
     assert any("-r requirements-dev.lock" in one for one in make)
+    assert any("-r requirements-tools.lock" in one for one in make)  # make lock (uv)
     assert any("-r requirements-gates.lock" in one for one in make)
 
 
