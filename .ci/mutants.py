@@ -100,6 +100,30 @@ MUTANTS = [
         "    if False:  # mutant: overlap guard off\n",
         ("tests/unit/data/test_files_and_splits.py",),
     ),
+    Mutant(
+        "lock-no-hashes",
+        "make setup installs every package with --require-hashes",
+        "Makefile",
+        "PIP_HASHED := --quiet --require-hashes --no-deps\n",
+        "PIP_HASHED := --quiet --no-deps  # mutant: hashes not checked\n",
+        ("tests/unit/test_locks.py",),
+    ),
+    Mutant(
+        "lock-unhashed-pin",
+        "every lock line carries its sha256",
+        "requirements-torch.lock",
+        "torch==2.13.0+cpu \\\n",
+        "torch==2.13.0+cpu\n",
+        ("tests/unit/test_locks.py",),
+    ),
+    Mutant(
+        "extra-index",
+        "PyTorch's index serves torch alone (no --extra-index-url)",
+        ".github/workflows/ci.yml",
+        "  TORCH_INDEX_URL: https://download.pytorch.org/whl/cpu\n",
+        "  PIP_EXTRA_INDEX_URL: https://download.pytorch.org/whl/cpu  # mutant\n",
+        ("tests/unit/test_locks.py",),
+    ),
 ]
 
 
