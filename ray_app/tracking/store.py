@@ -53,7 +53,18 @@ def configure(cfg: TrackingConfig) -> str:
         # Keep artifacts beside the sqlite file rather than in whatever the cwd is.
         db = Path(cfg.tracking_uri.removeprefix("sqlite:///")).resolve()
         artifact_location = (db.parent / "mlartifacts").as_uri()
-    experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location)
+    try:
+        experiment_id = mlflow.create_experiment(cfg.experiment,
+                                                 artifact_location=artifact_location)  # fmt: skip
+    except mlflow.exceptions.MlflowException as exc:
+        # Two jobs starting at once (a search and a training run) both saw no experiment:
+        # the other one made it first. Use that one.
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        made = mlflow.get_experiment_by_name(cfg.experiment)
+        if made is None:
+            raise
+        experiment_id = made.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
 
