@@ -1,6 +1,8 @@
 """Credentials out of what is logged: a URI's `user:password@` and secret query parameters.
 
-A tracking URI such as `http://alice:s3cret@mlflow:5000` works (HTTP basic auth), but it is
+A tracking URI such as
+`http://alice:s3cret@mlflow:5000`  # pragma: allowlist secret (an example)
+works (HTTP basic auth), but it is
 written into the MLflow run's config.yaml and params, the job's result line and log lines,
 where anyone who reads the run or the job logs would see the password. Everything that logs a
 config value or a URI goes through `redact` first."""

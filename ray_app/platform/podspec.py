@@ -55,7 +55,7 @@ RAY_WRITABLE = {
 # service account, which KubeRay sets, pod.go L243-L249): this projected volume, the same one
 # the ServiceAccount admission plugin would add, is mounted in the autoscaler container only
 # (autoscalerOptions.volumeMounts, merged by pod.go mergeAutoscalerOverrides L1021-L1023).
-TOKEN_VOLUME = "autoscaler-token"
+TOKEN_VOLUME = "autoscaler-token"  # pragma: allowlist secret
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 

@@ -85,7 +85,7 @@ def _submitter(job: Obj) -> Obj:
 IMAGES = "images of this deployment's repositories only"
 ACCOUNT = "name no service account"
 VOLUMES = "mount emptyDirs"
-SECRETS = "read no Secret"
+SECRETS = "read no Secret"  # pragma: allowlist secret
 SECRET_ENV = {"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
 PLANTED: dict[str, tuple[Callable[[Obj], Any], str]] = {
     "head image": (lambda j: _head(j)["containers"][0].update(image="evil.io/miner:1"), IMAGES),

@@ -1,4 +1,5 @@
-"""A tracking URI with credentials (`http://alice:s3cret@host:5000`) is used, never logged:
+"""A tracking URI with credentials is used, never logged:
+`http://alice:s3cret@host:5000`  # pragma: allowlist secret (the test's)
 not in the run's config.yaml or params, not in the train command's output or its `--json`
 result (a job's log), not in the registry's error message, not in MLflow's "View run" line."""
 
@@ -24,7 +25,7 @@ from ray_app.training import jobs
 from ray_app.training.results import TrainResult
 from tests.support.procs import REPO
 
-SECRET = "s3cret"
+SECRET = "s3cret"  # pragma: allowlist secret
 URI = f"http://alice:{SECRET}@host:5000"
 
 
