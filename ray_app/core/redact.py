@@ -24,7 +24,7 @@ _SECRET_PARAM = re.compile(
 
 def redact(text: str) -> str:
     """`text` (a URI, a log line, a YAML document) with every URI's credentials masked:
-    'http://alice:s3cret@host:5000?token=x' -> 'http://***@host:5000?token=***'."""
+    'http://{user}:{password}@host:5000?token={t}' -> 'http://***@host:5000?token=***'."""
     text = _USERINFO.sub(rf"\g<scheme>{MASK}@", text)
     return _SECRET_PARAM.sub(rf"\g<name>{MASK}", text)
 
