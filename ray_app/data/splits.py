@@ -9,7 +9,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from ray_app.core.config import DataConfig
 from ray_app.core.errors import DataError
@@ -64,6 +63,10 @@ class SplitPlan:
 
 def plan_splits(labels: np.ndarray, cfg: DataConfig, test_from_file: bool) -> SplitPlan:
     """Stratified, seeded test (one file only) / subsample / validation splits."""
+    # Imported here, in the driver that plans the split: a Ray Train worker imports this
+    # module (its rows' types) and would pay ~1 s of CPU for scikit-learn at every start.
+    from sklearn.model_selection import train_test_split
+
     rest = np.arange(len(labels), dtype=np.int32 if len(labels) < 2**31 else np.int64)
     test = None
     if not test_from_file:

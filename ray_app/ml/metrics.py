@@ -11,11 +11,11 @@ from sklearn.metrics import (
     brier_score_loss,
     f1_score,
     log_loss,
-    roc_auc_score,
 )
 
 from ray_app.core.schema import CATEGORICAL_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMNS, predicted
 from ray_app.data.splits import Splits
+from ray_app.ml.binary import f1, roc_auc
 from ray_app.ml.features import Preprocessor
 
 SLICE_COLUMNS = ("sex", "race")
@@ -28,10 +28,10 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, prefix: str = "test_") -> di
     pred = predicted(prob)
     return {
         f"{prefix}accuracy": float(accuracy_score(y, pred)),
-        f"{prefix}f1": float(f1_score(y, pred, zero_division=0)),
+        f"{prefix}f1": f1(y, pred),
         f"{prefix}macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
         f"{prefix}log_loss": float(log_loss(y, prob, labels=[0, 1])),
-        f"{prefix}roc_auc": float(roc_auc_score(y, prob)) if len(set(y)) > 1 else float("nan"),
+        f"{prefix}roc_auc": roc_auc(y, prob) if len(set(y)) > 1 else float("nan"),
         f"{prefix}brier": float(brier_score_loss(y, prob)),
     }
 

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
 from ray_app.core.config import ModelConfig, TrainConfig
 from ray_app.core.schema import predicted
+from ray_app.ml.binary import f1, roc_auc
 from ray_app.ml.bundle import WEIGHTS, build_model
 from ray_app.training.rows import EncodedData, StreamedData, writable
 
@@ -140,8 +140,8 @@ def evaluate(model: nn.Module, x_cat: torch.Tensor, x_num: torch.Tensor, y: np.n
     return {
         "val_log_loss": float(loss),
         "val_accuracy": float((pred == y).mean()),
-        "val_f1": float(f1_score(y, pred, zero_division=0)),
-        "val_roc_auc": float(roc_auc_score(y, prob)),
+        "val_f1": f1(y, pred),
+        "val_roc_auc": roc_auc(y, prob),
     }
 
 
