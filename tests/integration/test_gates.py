@@ -1,4 +1,5 @@
 """Each security gate of .ci/gates.sh bites: a planted problem makes its tool fail.
+(That the project itself passes every gate is the `gates` stage of `make test`, not a test.)
 
 The tools live in .venv-gates (`make gates-setup`; `make test` and `make test-fast` create it).
 A missing gate is a failure, not a silent skip; skipping them takes an explicit
@@ -33,11 +34,6 @@ def _semgrep(target: Path) -> subprocess.CompletedProcess:
                 "--disable-version-check", "--error", "--quiet", target, cwd=target)  # fmt: skip
 
 
-def test_semgrep_passes_on_the_project():
-    proc = _semgrep(REPO / "ray_app")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
 def test_semgrep_bites_on_torch_load_without_weights_only(tmp_path: Path):
     (tmp_path / "ray_app").mkdir()
     (tmp_path / "ray_app" / "restore.py").write_text(
@@ -64,11 +60,6 @@ def _workflow(tmp_path: Path, uses: str) -> Path:
         "      - run: echo ok\n"
     )
     return path
-
-
-def test_zizmor_passes_on_the_project_workflows():
-    proc = _run(GATES / "zizmor", "--offline", "--min-severity", "low", REPO / ".github")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_zizmor_bites_on_an_unpinned_action(tmp_path: Path):

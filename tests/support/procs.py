@@ -128,7 +128,11 @@ def ray_head(log: Path, extra_env: dict[str, str] | None = None, num_cpus: int =
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--num-cpus={num_cpus}",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}", *args],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}",
+         # The job agent's HTTP port is a fixed 52365 by default: a second Ray on the machine
+         # (the other tier's head, a serve run) then has no job agent, and `ray job submit`
+         # answers 500 "No available agent" after 10 s.
+         f"--dashboard-agent-listen-port={free_port()}", *args],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{dashboard}"

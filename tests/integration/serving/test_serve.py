@@ -64,7 +64,7 @@ def _cmdline(pid: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, head):
     """`serve run` the generated config before its registry exists (cold start), then train.
 
     The app's MLflow is an `mlflow server` that is not up yet when Serve starts (the order a
@@ -122,17 +122,19 @@ def served(tmp_path_factory):
             cold_health = wait_for("no-model", 60, NO_MODEL.format(uri=args.model_uri),
                                    exact=True)  # fmt: skip
             cold_predict = predict(url, json=RECORD, timeout=10)
-            # `ray-app train` starts a Ray of its own (address "local"), not serve run's. The
-            # first champion is a deep ensemble of 2 (what a single model exercises, and more).
+            # Trained on the tier's shared head (as a RayJob trains on its own cluster), not
+            # on serve run's Ray. The first champion is a deep ensemble of 2 (what a single
+            # model exercises, and more).
             train = subprocess.run(
                 ["ray-app", "train", "--subsample", "3000", "--epochs", "2", "--ensemble", "2",
-                 "--json", "--tracking-uri", tracking,
+                 "--json", "--tracking-uri", tracking, "--ray-address", head["address"],
                  "--storage-path", str(work / "ray_results")],
-                env=ENV, capture_output=True, text=True, timeout=600, cwd=work,
+                env=head["env"], capture_output=True, text=True, timeout=600, cwd=work,
             )  # fmt: skip
             assert train.returncode == 0, train.stderr[-3000:]
             wait_for("ready", 60)
             yield {"url": url, "tracking": tracking, "proc": proc, "work": work, "port": port,
+                   "head": head,
                    "log": work / "predictions",
                    "unreachable": unreachable, "cold_health": cold_health,
                    "cold_predict": cold_predict,
@@ -657,9 +659,13 @@ def test_live_traffic_is_logged_labelled_monitored_and_retrains(served):
     result = subprocess.run(
         ["ray-app", "monitor", "--data", str(served["log"]), "--since", since, "--json",
          "--tracking-uri", served["tracking"], "--out", str(out), "--retrain",
+         # The retrain joins the tier's shared head (its token is in the env the monitor
+         # passes on) instead of starting a Ray of its own.
          "--train-args", f"--subsample 2000 --epochs 1 --tracking-uri {served['tracking']} "
-         f"--storage-path {served['work'] / 'retrain'}"],
-        env=ENV, capture_output=True, text=True, timeout=900, cwd=served["work"],
+         f"--storage-path {served['work'] / 'retrain'} "
+         f"--ray-address {served['head']['address']}"],
+        env=served["head"]["env"], capture_output=True, text=True, timeout=900,
+        cwd=served["work"],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
