@@ -64,6 +64,10 @@ def test_the_deploy_step_applies_the_serve_run_config_and_the_release_leaves_it_
     embedded = yaml.safe_load(body["spec"]["serveConfigV2"])
     assert embedded["http_options"]["host"] == "0.0.0.0"
     embedded["http_options"]["host"] = "127.0.0.1"
+    # ...and anonymous /predict, which only the loopback document allows (test_anonymous.py).
+    app = embedded["applications"][0]["args"]
+    assert app["allow_anonymous"] is False
+    app["allow_anonymous"] = True
     assert embedded == serve_run
 
 
