@@ -33,6 +33,7 @@ def test_every_rendered_image_is_a_pushed_digest(dist: Path):
     cpu, gpu = f"{REPOSITORY}@{CPU}", f"{REPOSITORY}@{GPU}"
     rendered = sorted(dist.glob("kuberay-overlays-*.yaml"))
     assert [p.name for p in rendered] == ["kuberay-overlays-gke-gpu.yaml",
+                                          "kuberay-overlays-gke-tls.yaml",
                                           "kuberay-overlays-gke.yaml",
                                           "kuberay-overlays-local.yaml"]  # fmt: skip
     for path in rendered:
