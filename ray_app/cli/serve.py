@@ -45,6 +45,7 @@ def serve(
     ] = False,
 ) -> None:
     """`serve run` the Serve config locally (a local Ray is started), on embedded defaults."""
+    from ray_app.core.runtime import ensure_local_token
     from ray_app.core.settings import Settings
     from ray_app.serving.config import local_serve_run
 
@@ -58,6 +59,8 @@ def serve(
         "tracking_uri": absolute_sqlite(cfg.tracking.tracking_uri),
         "prediction_log": log,
         "allow_anonymous": allow_anonymous or cfg.serve.allow_anonymous})  # fmt: skip
+    if ray_address is None:  # `serve run` starts a local Ray, with token auth (Ray's default)
+        ensure_local_token()
     argv, env, path = local_serve_run(args, host, port, ray_address)
     err.print(f"serve run {path}  ->  http://{host}:{port}/docs  (prediction log: {where})")
     os.execve(argv[0], argv, {**os.environ, **env})
