@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from ray_app.core import runtime
 
+GIVEN = "t0k"  # pragma: allowlist secret (a test token)
+
 
 class FakeRay:
     """`ray.init` as `_start_local` calls it: what the token file was at that moment."""
@@ -64,7 +66,7 @@ def test_a_readable_token_is_narrowed_and_kept(home):
     assert path.read_text() == "abc123" and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("env", [{"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_TOKEN": "t0k"}])
+@pytest.mark.parametrize("env", [{"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_TOKEN": GIVEN}])
 def test_an_explicit_choice_is_left_alone(home, monkeypatch, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)

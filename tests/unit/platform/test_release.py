@@ -135,7 +135,8 @@ def test_the_release_signs_what_it_pushes_and_grants_nothing_unused():
         if name != "image":
             assert "id-token" not in granted and "attestations" not in granted and not signs
             continue
-        assert granted["id-token"] == "write" and granted["attestations"] == "write"
+        rights = {name: granted.get(name) for name in ("id-token", "attestations")}
+        assert rights == dict.fromkeys(rights, "write")
         builds = [s["id"] for s in job["steps"] if "build-push-action" in s.get("uses", "")]
         assert [s["with"]["subject-digest"] for s in signs] == [
             f"${{{{ steps.{b}.outputs.digest }}}}" for b in builds
