@@ -35,7 +35,7 @@ gate secrets sh -c "git ls-files -z | xargs -0 $G/detect-secrets-hook --baseline
 gate hadolint "$V/hadolint" docker/Dockerfile
 gate checkov "$G/checkov" --quiet --compact --skip-download \
   -f docker/Dockerfile -f .ci/.rendered/local.yaml -f .ci/.rendered/gke.yaml \
-  -f .ci/.rendered/gke-gpu.yaml -f .ci/.rendered/single-user.yaml \
+  -f .ci/.rendered/gke-gpu.yaml -f .ci/.rendered/gke-tls.yaml -f .ci/.rendered/single-user.yaml \
   -f .ci/.rendered/multi-user.yaml
 gate actionlint "$G/actionlint" .github/workflows/ci.yml .github/workflows/release.yml
 gate zizmor "$G/zizmor" --offline --min-severity low .github/workflows

@@ -16,10 +16,13 @@ app = typer.Typer(help="The typed configuration tree and the results' contract."
 
 @app.command("show")
 def config_show(config_file: ConfigOpt = None) -> None:
-    """Print the effective configuration: the tree's defaults, --config FILE, the environment."""
+    """Print the effective configuration: the tree's defaults, --config FILE, the environment.
+    Credentials in URIs are masked (`http://***@host`): the output lands in terminals' scroll-
+    back and CI logs; the environment still supplies them to a run."""
     from ray_app.core.config import dump_config
+    from ray_app.core.redact import redact
 
-    typer.echo(dump_config(config({}, config_file)), nl=False)
+    typer.echo(redact(dump_config(config({}, config_file))), nl=False)
 
 
 @app.command("schemas")

@@ -36,8 +36,16 @@ def serve(
             "(default: RAY_APP_PREDICTION_LOG, else ./ray_results/predictions)"
         ),
     ] = None,
+    allow_anonymous: Annotated[
+        bool,
+        typer.Option(
+            help="a non-loopback --host without RAY_APP_API_KEY: serve /predict to anyone "
+            "anyway (else the replicas refuse to start; on 127.0.0.1 it is always allowed)"
+        ),
+    ] = False,
 ) -> None:
     """`serve run` the Serve config locally (a local Ray is started), on embedded defaults."""
+    from ray_app.core.runtime import ensure_local_token
     from ray_app.core.settings import Settings
     from ray_app.serving.config import local_serve_run
 
@@ -49,7 +57,10 @@ def serve(
         "model_uri": model_uri or cfg.tracking.champion_uri,
         "bundle_dir": str(bundle_dir.resolve()) if bundle_dir else None,
         "tracking_uri": absolute_sqlite(cfg.tracking.tracking_uri),
-        "prediction_log": log})  # fmt: skip
+        "prediction_log": log,
+        "allow_anonymous": allow_anonymous or cfg.serve.allow_anonymous})  # fmt: skip
+    if ray_address is None:  # `serve run` starts a local Ray, with token auth (Ray's default)
+        ensure_local_token()
     argv, env, path = local_serve_run(args, host, port, ray_address)
     err.print(f"serve run {path}  ->  http://{host}:{port}/docs  (prediction log: {where})")
     os.execve(argv[0], argv, {**os.environ, **env})

@@ -203,6 +203,13 @@ class ServeConfig(BaseModel):
     body_timeout_s: float = Field(
         BODY_TIMEOUT_S, gt=0.0, description="/predict body deadline (408 and closed after it)"
     )
+    # No RAY_APP_API_KEY in a replica's environment: refuse to start unless this is true
+    # (then /predict answers anyone who reaches the port). The documents bound to 127.0.0.1
+    # (`serve run` on a laptop, `ray-app serve`) set it (serving/config.py); the RayService's
+    # serveConfigV2 does not, so a cluster without the key Secret serves nothing.
+    allow_anonymous: bool = Field(
+        False, description="serve /predict without an API key (else no key: refuse to start)"
+    )
     # A deep ensemble's members disagreeing by more than this on a record: label null and a
     # reason instead of a guess (None: always a label).
     abstain_above: float | None = Field(

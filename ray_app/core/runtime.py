@@ -119,6 +119,37 @@ def ensure_ray(cfg: RayConfig) -> str:
     return "local"
 
 
+def ensure_local_token(settings: Settings | None = None) -> None:
+    """The token a Ray started here (`ray.init` of a new local Ray, `ray-app serve`'s `serve
+    run`) authenticates with, readable by this user only.
+
+    Ray 2.60 starts a new local Ray with token auth unless RAY_AUTH_MODE says otherwise
+    (ray/_private/worker.py: enable_token_auth_by_default), but writes a missing token with the
+    process umask (authentication_token_setup.py, generate_and_save_token: ~/.ray/auth_token,
+    0644 under the usual 022), so any local user who can list $HOME could read it and submit
+    jobs to 127.0.0.1:8265 as you. So the token is made here first, 0600 (and a readable one
+    made earlier is narrowed to 0600); Ray then finds it and uses it. RAY_AUTH_MODE itself is
+    left to Ray: set in this process after Ray's config was read, it would not take effect
+    (Ray refreshes its config only when it sets the mode itself). Nothing happens with
+    RAY_AUTH_MODE=disabled or a RAY_AUTH_TOKEN in the environment."""
+    import os
+    import secrets
+
+    settings = settings or Settings()
+    if (
+        settings.ray_auth_mode or "token"
+    ).lower() != "token" or settings.ray_auth_token is not None:
+        return
+    path = settings.ray_auth_token_path.expanduser()
+    if settings.auth_token() is None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))  # what Ray's own generator makes: 256 bits
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
 def _start_local(ray: Any) -> None:
     """`ray.init` of a fresh local Ray whose processes all know its dashboard's address.
 
@@ -135,6 +166,7 @@ def _start_local(ray: Any) -> None:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
+    ensure_local_token()
     os.environ.update(RAY_ADDRESS=url)
     try:
         context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",

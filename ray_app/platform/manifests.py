@@ -117,7 +117,9 @@ SERVE_LABEL = "ray-app.io/serve"
 API_KEY_SECRET = "ray-app-api-key"  # nosec B105  # pragma: allowlist secret (its name)
 API_KEY_FROM_SECRET = {
     "name": API_KEY_ENV,
-    "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "keys", "optional": True}},
+    # Not optional: a pod without the Secret does not start (CreateContainerConfigError
+    # names it), and a replica with an empty key refuses to (serving/guards.check_keys).
+    "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "keys"}},
 }
 
 
@@ -137,8 +139,8 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
     head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
     worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
     if serve:
-        # /predict's API keys from a Secret, when there is one (optional: without it the API
-        # is open and the ingress logs so). Rotate by writing "old,new" into it.
+        # /predict's API keys from the Secret, required (serveConfigV2 leaves allow_anonymous
+        # false). Rotate by writing "old,new" into it.
         for container in (head, worker):
             container["env"].append(API_KEY_FROM_SECRET)
         # Ready when the app's own /health answers (graph wired; "no-model" on an empty

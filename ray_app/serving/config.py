@@ -93,11 +93,17 @@ def serve_config(
     """The Serve config document (`serve run` and the RayService's serveConfigV2).
 
     Bound to 127.0.0.1 unless told otherwise: `serve run kuberay/serve-config.yaml` on a laptop
-    must not open the API to the network. The RayService renders POD_HOST (0.0.0.0).
+    must not open the API to the network. The RayService renders POD_HOST (0.0.0.0). A
+    loopback host also allows anonymous /predict (`allow_anonymous: true`); any other host
+    keeps `args.allow_anonymous` (default false: a replica without RAY_APP_API_KEY refuses).
     `model_version` pins a registry version (deploy, rollback) as the `user_config` of
     Preprocess and Model: the same `args` with another version is an in-place update.
     """
     args = args or ServeConfig()
+    if is_loopback(host) and not args.allow_anonymous:
+        # Only this machine reaches a loopback port: a laptop's `serve run` needs no key (the
+        # replicas refuse to start keyless otherwise). Written into the document, not implied.
+        args = args.model_copy(update={"allow_anonymous": True})
     # A document of its own: a caller that edits it (replica counts, autoscaling) must not
     # change the next one (a shallow copy shared the nested autoscaling_config dicts).
     deployments = copy.deepcopy(DEPLOYMENTS)
@@ -121,6 +127,18 @@ def serve_config(
             }
         ],
     }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
 
 
 def render_config(doc: dict) -> str:

@@ -35,6 +35,7 @@ from ray_app.ml.scoring import Scorer
 from ray_app.serving.api import Scored, create_api
 from ray_app.serving.bundles import fetch_bundle
 from ray_app.serving.config import API_MAX_ONGOING, API_MAX_QUEUED, VersionPin
+from ray_app.serving.guards import check_keys
 from ray_app.serving.predlog import PredictionLog
 from ray_app.serving.schemas import Unavailable
 from ray_app.tracking.registry import ModelUnavailable, pin
@@ -299,6 +300,8 @@ def _configure_replica(scoring: _GraphScoring, args: ServeConfig) -> PredictionL
     # The replica's start is an edge: its environment is read here, once.
     settings = Settings()
     keys = settings.keys()
+    # Before anything else: a replica that would serve /predict to anyone refuses to start.
+    anonymous = check_keys(keys, args.allow_anonymous)
     root = settings.prediction_log_location(args.prediction_log.location)
     log = None
     if root is not None:
@@ -314,8 +317,8 @@ def _configure_replica(scoring: _GraphScoring, args: ServeConfig) -> PredictionL
         keys=keys,
         log=log,
     )
-    if not keys:
-        logger.warning("RAY_APP_API_KEY is not set: /predict answers anyone who reaches the port")
+    if anonymous:
+        logger.warning(anonymous)
     return log
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from starlette.routing import Match
 
+from ray_app.core.errors import UserError
+
 # A body over the limit is read on (and dropped) up to this much, within the body deadline,
 # so an honest client gets its 413 rather than a reset connection mid-upload.
 DRAIN_BYTES = 64 * 1024 * 1024
@@ -20,6 +22,29 @@ DRAIN_BYTES = 64 * 1024 * 1024
 GUARDED = frozenset({"/predict", "/feedback"})
 NO_KEY = "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
 TOO_SLOW = "body: not received within {:g} s; send the whole body at once"
+NO_KEYS = (
+    "RAY_APP_API_KEY is not set and the Serve config's args say allow_anonymous: false: "
+    "refusing to serve /predict to anyone who reaches the port; set RAY_APP_API_KEY (on "
+    "Kubernetes the Secret ray-app-api-key, key 'keys') or allow_anonymous: true"
+)
+ANONYMOUS = (
+    "RAY_APP_API_KEY is not set (allow_anonymous): /predict answers anyone who reaches the port"
+)
+
+
+class AnonymousRefused(UserError):
+    """An API about to start with no key, where nothing said anonymous access is meant."""
+
+
+def check_keys(keys: tuple[bytes, ...], allow_anonymous: bool) -> str | None:
+    """Refuse (AnonymousRefused, one line) an API with no key unless `allow_anonymous`; with
+    no key and anonymous allowed, the warning line to log. A cluster whose key Secret is
+    missing or empty then serves nothing, instead of an open /predict and one warning."""
+    if keys:
+        return None
+    if not allow_anonymous:
+        raise AnonymousRefused(NO_KEYS)
+    return ANONYMOUS
 
 
 class GuardMiddleware:

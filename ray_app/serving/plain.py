@@ -8,6 +8,7 @@ Same API module (validation, metrics) as the Serve ingress; only the backend dif
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from ray_app.core.settings import Settings
 from ray_app.ml.scoring import Scorer
 from ray_app.serving.api import Scored, create_api
 from ray_app.serving.bundles import fetch_bundle
+from ray_app.serving.config import is_loopback
+from ray_app.serving.guards import AnonymousRefused, check_keys
 from ray_app.serving.predlog import PredictionLog
 
 
@@ -58,6 +61,11 @@ def main() -> None:
         help="members' spread above which a record gets no label",
     )
     parser.add_argument("--prediction-log", default="off", help="folder or URI; 'off': none")
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="no RAY_APP_API_KEY on a non-loopback --host: serve anyway",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     serve_args = ServeConfig(
@@ -65,11 +73,18 @@ def main() -> None:
         bundle_dir=args.bundle_dir,
         tracking_uri=args.tracking_uri,
         abstain_above=args.abstain_above,
+        allow_anonymous=args.allow_anonymous or is_loopback(args.host),
     )
-    with fetch_bundle(serve_args) as (bundle, version):
-        scoring = LocalScoring(Scorer.from_bundle(bundle), version)
     settings = Settings()
     keys = settings.keys()
+    try:  # before the model is loaded
+        anonymous = check_keys(keys, serve_args.allow_anonymous)
+    except AnonymousRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if anonymous:
+        print(anonymous, file=sys.stderr)
+    with fetch_bundle(serve_args) as (bundle, version):
+        scoring = LocalScoring(Scorer.from_bundle(bundle), version)
     root = settings.prediction_log_location(args.prediction_log)
     log = PredictionLog(root, serve_args.prediction_log) if root else None
     app = create_api(lambda: scoring, lambda: args.max_records, keys=lambda: keys,

@@ -8,10 +8,13 @@ import pytest
 from ray_app.serving.config import SERVE_ENV
 from tests.support.procs import free_port, ray_head
 
+API_KEY = "e2e-key"  # pragma: allowlist secret (a test key)
+
 
 @pytest.fixture(scope="session")
 def head(tmp_path_factory):
-    """A head as the RayService's pods have it: SERVE_ENV and MLFLOW_TRACKING_URI set.
+    """A head as the RayService's pods have it: SERVE_ENV, MLFLOW_TRACKING_URI and the API key
+    set.
 
     4 logical CPUs on this 2-core box: a deployed Serve graph holds 2 (as a RayService's own
     cluster would), and the pipeline tests still train on the same head after a deploy. The
@@ -21,6 +24,9 @@ def head(tmp_path_factory):
     env = {
         **SERVE_ENV,
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        # The key Secret's value (required: the RayService's serveConfigV2 allows no anonymous
+        # /predict, so without it the replicas refuse to start).
+        "RAY_APP_API_KEY": API_KEY,
         # HAProxy's stats and metrics listeners get free ports too (defaults 8404, 9101).
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),

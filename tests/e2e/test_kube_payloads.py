@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from ray_app.core.schema import NUMERIC_COLUMNS
 from ray_app.platform.kubecheck import render_overlay
+from tests.e2e.conftest import API_KEY
 from tests.support.procs import REPO
 from tests.support.samples import RECORD
 
@@ -149,7 +150,11 @@ def test_rayservice_serve_config_v2_answers_health_and_predict(head, rendered):
         health = client.get("/health")
         assert health.status_code == 200, health.text
         assert health.json()["model_version"] == str(champion.version)
-        answer = client.post("/predict", json=[RECORD])
+        anonymous = client.post("/predict", json=[RECORD])
+        assert anonymous.status_code == 401, anonymous.text
+        answer = client.post(
+            "/predict", json=[RECORD], headers={"Authorization": f"Bearer {API_KEY}"}
+        )
         assert answer.status_code == 200, answer.text
         prob = answer.json()["predictions"][0]["probability"]
     # The same record through the registered MLflow pyfunc (another code path, same model).

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_app.core.constants import CLUSTER_PREDICTION_LOG, CLUSTER_TRACKING_URI
+from ray_app.core.constants import CLUSTER_PREDICTION_LOG, CLUSTER_TRACKING_URI, SERVE_PORT
 from ray_app.platform import manifests as kuberay
 from ray_app.platform.kubecheck import (
     check_overlay,
@@ -64,10 +64,14 @@ def test_the_deploy_step_applies_the_serve_run_config_and_the_release_leaves_it_
     embedded = yaml.safe_load(body["spec"]["serveConfigV2"])
     assert embedded["http_options"]["host"] == "0.0.0.0"
     embedded["http_options"]["host"] = "127.0.0.1"
+    # ...and anonymous /predict, which only the loopback document allows (test_anonymous.py).
+    app = embedded["applications"][0]["args"]
+    assert app["allow_anonymous"] is False
+    app["allow_anonymous"] = True
     assert embedded == serve_run
 
 
-@pytest.mark.parametrize("overlay", ["local", "gke", "gke-gpu"])
+@pytest.mark.parametrize("overlay", ["local", "gke", "gke-gpu", "gke-tls"])
 def test_overlay_renders_and_every_object_validates(overlay: str, schemas):
     report = check_overlay(KUBERAY / "overlays" / overlay, schemas)
     assert report.errors == []
@@ -78,8 +82,32 @@ def test_overlay_renders_and_every_object_validates(overlay: str, schemas):
 
 def test_every_overlay_is_checked():
     assert [f"{p.parent.name}/{p.name}" for p in overlays(KUBERAY)] == [
-        "overlays/gke", "overlays/gke-gpu", "overlays/local", "kfp/multi-user", "kfp/single-user"
+        "overlays/gke", "overlays/gke-gpu", "overlays/gke-tls", "overlays/local",
+        "kfp/multi-user", "kfp/single-user",
     ]  # fmt: skip
+
+
+def test_the_tls_overlay_puts_a_certificate_in_front_of_predict_only():
+    """components/tls: an Ingress in ray-app terminating TLS for its one host with a
+    cert-manager certificate, routing /predict and /feedback (nothing else: /health, /metrics,
+    /docs stay off the public side) to the Serve Service KubeRay names; the gke overlay has
+    the same objects but the Ingress."""
+    tls = render_overlay(KUBERAY / "overlays" / "gke-tls")
+    gke = render_overlay(KUBERAY / "overlays" / "gke")
+    ingresses = [o for o in tls if o["kind"] == "Ingress"]
+    assert [o for o in tls if o["kind"] != "Ingress"] == gke and len(ingresses) == 1
+    ingress = ingresses[0]
+    assert ingress["metadata"]["namespace"] == "ray-app"
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+    (rule,) = ingress["spec"]["rules"]
+    assert ingress["spec"]["tls"] == [{"hosts": [rule["host"]], "secretName": "adult-income-tls"}]
+    paths = rule["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/predict", "Exact"),
+                                                           ("/feedback", "Exact")]  # fmt: skip
+    service = next(o for o in tls if o["kind"] == "RayService")["metadata"]["name"]
+    for path in paths:
+        assert path["backend"]["service"] == {"name": f"{service}-serve-svc",
+                                              "port": {"number": SERVE_PORT}}  # fmt: skip
 
 
 def test_validation_bites_on_a_misspelt_field_and_a_bad_enum(schemas):

@@ -33,6 +33,7 @@ def test_every_rendered_image_is_a_pushed_digest(dist: Path):
     cpu, gpu = f"{REPOSITORY}@{CPU}", f"{REPOSITORY}@{GPU}"
     rendered = sorted(dist.glob("kuberay-overlays-*.yaml"))
     assert [p.name for p in rendered] == ["kuberay-overlays-gke-gpu.yaml",
+                                          "kuberay-overlays-gke-tls.yaml",
                                           "kuberay-overlays-gke.yaml",
                                           "kuberay-overlays-local.yaml"]  # fmt: skip
     for path in rendered:
@@ -121,3 +122,26 @@ def test_release_assets_refuse_a_tag_or_a_bad_digest(tmp_path: Path):
         release_assets(tmp_path, "ghcr.io/Acme/ray-app", CPU, GPU, KUBERAY)
     with pytest.raises(UserError, match="without tag"):
         release_assets(tmp_path, "ghcr.io/acme/ray-app:0.1.0", CPU, GPU, KUBERAY)
+
+
+def test_the_release_signs_what_it_pushes_and_grants_nothing_unused():
+    """id-token / attestations: write are granted to the image job only, and used there: each
+    pushed digest (CPU, GPU) gets a signed provenance attestation pushed beside it, by an
+    action pinned to a commit."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())
+    for name, job in workflow["jobs"].items():
+        granted = job.get("permissions", {})
+        signs = [s for s in job["steps"] if "attest-build-provenance" in s.get("uses", "")]
+        if name != "image":
+            assert "id-token" not in granted and "attestations" not in granted and not signs
+            continue
+        rights = {name: granted.get(name) for name in ("id-token", "attestations")}
+        assert rights == dict.fromkeys(rights, "write")
+        builds = [s["id"] for s in job["steps"] if "build-push-action" in s.get("uses", "")]
+        assert [s["with"]["subject-digest"] for s in signs] == [
+            f"${{{{ steps.{b}.outputs.digest }}}}" for b in builds
+        ]
+        for step in signs:
+            assert re.fullmatch(r"actions/attest-build-provenance@[0-9a-f]{40}", step["uses"])
+            assert step["with"]["subject-name"] == "${{ steps.meta.outputs.image }}"
+            assert step["with"]["push-to-registry"] is True

@@ -97,6 +97,17 @@ def test_the_train_command_prints_no_password(tmp_path: Path, as_json: bool):
         assert "http://***@host:5000" in proc.stdout + proc.stderr
 
 
+def test_config_show_masks_the_password(monkeypatch):
+    from typer.testing import CliRunner
+
+    from ray_app.cli.app import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", URI)
+    shown = CliRunner().invoke(app, ["config", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert SECRET not in shown.output and "tracking_uri: http://***@host:5000" in shown.output
+
+
 def test_an_unreachable_registry_is_named_without_its_password(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
