@@ -150,10 +150,12 @@ def test_the_seeds_one_file_layout_trains_end_to_end(local_ray, quick_cfg, tmp_p
     both = pd.concat([read_uci(DATA / "adult.data"), read_uci(DATA / "adult.test")])
     csv = write_layout(both, tmp_path / "adult.csv", KAGGLE)
     quick_cfg.data.train_path = csv
-    quick_cfg.data.subsample = None
-    quick_cfg.train.max_epochs = 4
+    # The layout is the claim, not the quality of a full run (benchmarks/train_bench.py's):
+    # the test split is taken from all 48,842 rows first, then 6,000 of the rest are trained on.
+    quick_cfg.data.subsample = 6000
+    quick_cfg.train.max_epochs = 3
     result = run_train_job(quick_cfg).to_json()
-    assert result["test_accuracy"] >= 0.85
+    assert result["test_accuracy"] >= 0.82  # learned: the majority class alone is 0.76
     client = MlflowClient(quick_cfg.tracking.tracking_uri)
     run = client.get_run(result["mlflow_run_id"])
     assert run.data.tags["data.layout"] == "kaggle"
@@ -162,6 +164,6 @@ def test_the_seeds_one_file_layout_trains_end_to_end(local_ray, quick_cfg, tmp_p
         "educational-num": "education_num", "gender": "sex"
     }  # fmt: skip
     rows = json.loads(run.data.tags["data.rows"])
-    assert rows["test"] == math.ceil(0.2 * 48_842) and sum(rows.values()) == 48_842
+    assert rows["test"] == math.ceil(0.2 * 48_842) and rows["train"] + rows["val"] == 6000
     promotion = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluation/promotion.json")
     assert promotion["promoted"] is True and promotion["reason"] == "no champion yet"
