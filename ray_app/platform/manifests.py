@@ -63,21 +63,48 @@ def _resources(amounts: dict[str, str]) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _env(extra: dict[str, str]) -> list[dict[str, str]]:
+# The MLflow users of the pods (MLflow's basic-auth app, kuberay/base/mlflow.yaml): each a
+# Secret with `username` and `password`, read by MLflow's client as MLFLOW_TRACKING_USERNAME /
+# MLFLOW_TRACKING_PASSWORD. Jobs' clusters (training, tuning, the interactive RayCluster, the
+# GPU group) log and register as the writer; the RayService's replicas only read, as the
+# reader. `ray-app mlflow-users` creates both users and their grants (ray_app/tracking/users.py).
+MLFLOW_WRITER_SECRET = "ray-app-mlflow-writer"  # pragma: allowlist secret (a Secret name)
+MLFLOW_READER_SECRET = "ray-app-mlflow-reader"  # pragma: allowlist secret (a Secret name)
+MlflowUser = Literal["writer", "reader"]
+
+
+def mlflow_credentials(user: MlflowUser) -> list[dict[str, Any]]:
+    """MLFLOW_TRACKING_USERNAME/PASSWORD from the user's Secret. Optional: a tracking server
+    without auth (an existing one, docs/mlflow.md) needs no Secret, and its pods start."""
+    secret = MLFLOW_WRITER_SECRET if user == "writer" else MLFLOW_READER_SECRET
+    return [
+        {"name": f"MLFLOW_TRACKING_{key.upper()}",
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for key in ("username", "password")
+    ]  # fmt: skip
+
+
+def _env(extra: dict[str, str], user: MlflowUser) -> list[dict[str, Any]]:
     base = {"MLFLOW_TRACKING_URI": CLUSTER_TRACKING_URI,
             "RAY_APP_STORAGE_PATH": CLUSTER_STORAGE_PATH,
             "RAY_APP_PREDICTION_LOG": CLUSTER_PREDICTION_LOG}  # fmt: skip
-    return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
+    plain: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
+    return plain + mlflow_credentials(user)
 
 
 def _container(
-    name: str, resources: dict[str, str], env: dict[str, str], ports: list, image: str = IMAGE
+    name: str,
+    resources: dict[str, str],
+    env: dict[str, str],
+    ports: list,
+    image: str = IMAGE,
+    user: MlflowUser = "writer",
 ) -> dict:
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(env),
+        "env": _env(env, user),
         "resources": _resources(resources),
         "securityContext": security_context(read_only=True),
         "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}]
@@ -134,8 +161,10 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
     if serve:
         head_ports.append({"name": "serve", "containerPort": 8000})
         worker_ports.append({"name": "serve", "containerPort": 8000})
-    head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
-    worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
+    # Serve replicas read the registry (the reader); every other cluster runs jobs (the writer).
+    user: MlflowUser = "reader" if serve else "writer"
+    head = _container("ray-head", HEAD_RESOURCES, env, head_ports, user=user)
+    worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports, user=user)
     if serve:
         # /predict's API keys from a Secret, when there is one (optional: without it the API
         # is open and the ingress logs so). Rotate by writing "old,new" into it.
