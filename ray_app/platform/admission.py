@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray_app.core.constants import NAMESPACE, SHARED_PVC
-from ray_app.platform.manifests import MLFLOW_WRITER_SECRET
+from ray_app.platform.podspec import MLFLOW_WRITER_SECRET
 
 POLICY_NAME = "ray-app-launcher"
 # The launcher's identities: ray-app's own account (the monitor CronJob, an in-cluster

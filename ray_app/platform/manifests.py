@@ -30,6 +30,8 @@ from ray_app.platform.podspec import (
     RAY_WRITABLE,
     TOKEN_PATH,
     TOKEN_VOLUME,
+    MlflowUser,
+    mlflow_credentials,
     security_context,
     token_volume,
 )
@@ -61,27 +63,6 @@ WORKER_RESOURCES = {"cpu": "2", "memory": "4Gi"}
 def _resources(amounts: dict[str, str]) -> dict[str, Any]:
     # requests == limits: Guaranteed QoS, and Ray sizes itself from the limits.
     return {"requests": dict(amounts), "limits": dict(amounts)}
-
-
-# The MLflow users of the pods (MLflow's basic-auth app, kuberay/base/mlflow.yaml): each a
-# Secret with `username` and `password`, read by MLflow's client as MLFLOW_TRACKING_USERNAME /
-# MLFLOW_TRACKING_PASSWORD. Jobs' clusters (training, tuning, the interactive RayCluster, the
-# GPU group) log and register as the writer; the RayService's replicas only read, as the
-# reader. `ray-app mlflow-users` creates both users and their grants (ray_app/tracking/users.py).
-MLFLOW_WRITER_SECRET = "ray-app-mlflow-writer"  # pragma: allowlist secret (a Secret name)
-MLFLOW_READER_SECRET = "ray-app-mlflow-reader"  # pragma: allowlist secret (a Secret name)
-MlflowUser = Literal["writer", "reader"]
-
-
-def mlflow_credentials(user: MlflowUser) -> list[dict[str, Any]]:
-    """MLFLOW_TRACKING_USERNAME/PASSWORD from the user's Secret. Optional: a tracking server
-    without auth (an existing one, docs/mlflow.md) needs no Secret, and its pods start."""
-    secret = MLFLOW_WRITER_SECRET if user == "writer" else MLFLOW_READER_SECRET
-    return [
-        {"name": f"MLFLOW_TRACKING_{key.upper()}",
-         "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-        for key in ("username", "password")
-    ]  # fmt: skip
 
 
 def _env(extra: dict[str, str], user: MlflowUser) -> list[dict[str, Any]]:
