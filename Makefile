@@ -55,7 +55,7 @@ $(GATES_STAMP): requirements-gates.txt requirements-gates.lock requirements-buil
 
 gates-setup: $(GATES_STAMP)
 
-# System tools the tests run (Debian packages; CI runs as root): promtool.
+# System tools the tests run (Debian packages; CI runs as root): promtool, PostgreSQL.
 tools:
 	bash .ci/system_tools.sh
 

@@ -7,6 +7,7 @@ ray-app tune --num-samples 16             # Ray Tune + ASHA, retrain the best, r
 ray-app katib-trial --lr=0.001 ...        # one Katib trial, TEXT metrics file
 ray-app serve                             # serve run of kuberay/serve-config.yaml
 ray-app kube-manifests && ray-app kube-check      # KubeRay objects: generate, render, validate
+ray-app mlflow-users                      # writer + read-only users on an MLflow server with auth
 ray-app pipeline compile                  # Kubeflow Pipelines IR YAML
 ray-app pipeline run --local --ray-address http://127.0.0.1:8265
 
@@ -20,7 +21,7 @@ import sys
 
 import typer
 
-from ray_app.cli import config, kube, monitor, pipeline, serve, train, tune
+from ray_app.cli import config, kube, monitor, pipeline, serve, tracking, train, tune
 from ray_app.cli.console import err
 from ray_app.core.errors import UserError
 
@@ -30,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for group in (train, tune, serve, kube, monitor):
+for group in (train, tune, serve, kube, monitor, tracking):
     for command in group.app.registered_commands:
         app.registered_commands.append(command)
 app.add_typer(pipeline.app, name="pipeline")

@@ -36,6 +36,20 @@ class Settings(BaseSettings):
     ray_auth_mode: str | None = Field(None, validation_alias="RAY_AUTH_MODE")
     # Multi-user Kubeflow Pipelines: a bearer token for its authenticating proxy.
     kfp_token: SecretStr | None = Field(None, validation_alias="RAY_APP_KFP_TOKEN")
+    # `ray-app mlflow-users`: the tracking server's least-privilege users (its admin is
+    # MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, read by MLflow's clients themselves).
+    mlflow_writer_username: str = Field(
+        "ray-app-writer", validation_alias="RAY_APP_MLFLOW_WRITER_USERNAME"
+    )
+    mlflow_writer_password: SecretStr | None = Field(
+        None, validation_alias="RAY_APP_MLFLOW_WRITER_PASSWORD"
+    )
+    mlflow_reader_username: str = Field(
+        "ray-app-reader", validation_alias="RAY_APP_MLFLOW_READER_USERNAME"
+    )
+    mlflow_reader_password: SecretStr | None = Field(
+        None, validation_alias="RAY_APP_MLFLOW_READER_PASSWORD"
+    )
     # `module:function` called after every epoch in every training process (instrumentation;
     # the tests install their fault injection here). Unset in normal use.
     epoch_hook: str | None = Field(None, validation_alias="RAY_APP_EPOCH_HOOK")

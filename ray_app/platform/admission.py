@@ -9,7 +9,8 @@ For requests by those accounts the policy admits:
 * a RayJob whose every pod template (head, worker groups, submitter) runs containers from the
   overlay's image repositories only (`repositories`, set per overlay: kustomize's `images:` does
   not reach CEL), names no service account, mounts only emptyDirs, the shared claims, the
-  token/CA/namespace projection and no Secret volume, and reads no Secret but the pull secret;
+  token/CA/namespace projection and no Secret volume, and reads no Secret but the pull secret
+  and the MLflow writer's credentials (env; never the reader's, the admin's or the database's);
   the autoscaler's image, when set, from the same repositories;
 * an update of the RayService that changes `spec.serveConfigV2` and nothing else in the spec,
   labels or annotations (what the deploy step applies, manifests.serve_config_apply).
@@ -25,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray_app.core.constants import NAMESPACE, SHARED_PVC
+from ray_app.platform.podspec import MLFLOW_WRITER_SECRET
 
 POLICY_NAME = "ray-app-launcher"
 # The launcher's identities: ray-app's own account (the monitor CronJob, an in-cluster
@@ -39,8 +41,9 @@ PROFILE_ACCOUNT = "default-editor"
 # The base's placeholders; each overlay replaces the list with its registry's repositories.
 BASE_REPOSITORIES = ["ray-app", "ray-app-gpu"]
 PULL_SECRETS = ["ray-app-registry"]  # pragma: allowlist secret (Secret names)
-# The RayJobs name no Secret (KubeRay adds the Ray auth token's to the pods it creates).
-SECRETS: list[str] = []
+# The RayJobs name one Secret, the MLflow writer's (its env: manifests.mlflow_credentials);
+# KubeRay adds the Ray auth token's to the pods it creates.
+SECRETS: list[str] = [MLFLOW_WRITER_SECRET]
 CLAIMS = [SHARED_PVC]
 # RayService spec fields (KubeRay v1.7 CRD) the launcher must leave as they are: all but
 # serveConfigV2 (test_admission.py checks the list against the CRD).
@@ -155,7 +158,8 @@ def validations() -> list[dict[str, str]]:
         },
         {
             "expression": _rayjob(f"{_each_pod(_secrets_ok)} && ({autoscaler_secrets})"),
-            "message": "the launcher's RayJobs read no Secret but the image pull secret",
+            "message": "the launcher's RayJobs read no Secret but the image pull secret and the "
+            "MLflow writer's",
         },
         {
             "expression": "request.resource.resource != 'rayservices' || "

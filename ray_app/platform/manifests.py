@@ -30,6 +30,8 @@ from ray_app.platform.podspec import (
     RAY_WRITABLE,
     TOKEN_PATH,
     TOKEN_VOLUME,
+    MlflowUser,
+    mlflow_credentials,
     security_context,
     token_volume,
 )
@@ -63,21 +65,27 @@ def _resources(amounts: dict[str, str]) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _env(extra: dict[str, str]) -> list[dict[str, str]]:
+def _env(extra: dict[str, str], user: MlflowUser) -> list[dict[str, Any]]:
     base = {"MLFLOW_TRACKING_URI": CLUSTER_TRACKING_URI,
             "RAY_APP_STORAGE_PATH": CLUSTER_STORAGE_PATH,
             "RAY_APP_PREDICTION_LOG": CLUSTER_PREDICTION_LOG}  # fmt: skip
-    return [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
+    plain: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in {**base, **extra}.items()]
+    return plain + mlflow_credentials(user)
 
 
 def _container(
-    name: str, resources: dict[str, str], env: dict[str, str], ports: list, image: str = IMAGE
+    name: str,
+    resources: dict[str, str],
+    env: dict[str, str],
+    ports: list,
+    image: str = IMAGE,
+    user: MlflowUser = "writer",
 ) -> dict:
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(env),
+        "env": _env(env, user),
         "resources": _resources(resources),
         "securityContext": security_context(read_only=True),
         "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT}]
@@ -136,8 +144,10 @@ def cluster_spec(serve: bool = False) -> dict[str, Any]:
     if serve:
         head_ports.append({"name": "serve", "containerPort": 8000})
         worker_ports.append({"name": "serve", "containerPort": 8000})
-    head = _container("ray-head", HEAD_RESOURCES, env, head_ports)
-    worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports)
+    # Serve replicas read the registry (the reader); every other cluster runs jobs (the writer).
+    user: MlflowUser = "reader" if serve else "writer"
+    head = _container("ray-head", HEAD_RESOURCES, env, head_ports, user=user)
+    worker = _container("ray-worker", WORKER_RESOURCES, env, worker_ports, user=user)
     if serve:
         # /predict's API keys from the Secret, required (serveConfigV2 leaves allow_anonymous
         # false). Rotate by writing "old,new" into it.

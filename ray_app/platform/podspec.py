@@ -1,10 +1,11 @@
 """The pod-level hardening shared by the generated Ray pods (manifests.py): the `restricted`
 Pod Security Standard's security contexts, the emptyDirs a read-only Ray container writes to,
-and the head's service account token, mounted in the autoscaler container alone."""
+the head's service account token, mounted in the autoscaler container alone, and the MLflow
+user each pod logs in as."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 def security_context(read_only: bool = False) -> dict[str, Any]:
@@ -72,3 +73,24 @@ def token_volume() -> dict[str, Any]:
             ]
         },
     }  # fmt: skip
+
+
+# The MLflow users of the pods (MLflow's basic-auth app, kuberay/base/mlflow.yaml): each a
+# Secret with `username` and `password`, read by MLflow's client as MLFLOW_TRACKING_USERNAME /
+# MLFLOW_TRACKING_PASSWORD. Jobs' clusters (training, tuning, the interactive RayCluster, the
+# GPU group) log and register as the writer; the RayService's replicas only read, as the
+# reader. `ray-app mlflow-users` creates both users and their grants (ray_app/tracking/users.py).
+MLFLOW_WRITER_SECRET = "ray-app-mlflow-writer"  # pragma: allowlist secret (a Secret name)
+MLFLOW_READER_SECRET = "ray-app-mlflow-reader"  # pragma: allowlist secret (a Secret name)
+MlflowUser = Literal["writer", "reader"]
+
+
+def mlflow_credentials(user: MlflowUser) -> list[dict[str, Any]]:
+    """MLFLOW_TRACKING_USERNAME/PASSWORD from the user's Secret. Optional: a tracking server
+    without auth (an existing one, docs/mlflow.md) needs no Secret, and its pods start."""
+    secret = MLFLOW_WRITER_SECRET if user == "writer" else MLFLOW_READER_SECRET
+    return [
+        {"name": f"MLFLOW_TRACKING_{key.upper()}",
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for key in ("username", "password")
+    ]  # fmt: skip

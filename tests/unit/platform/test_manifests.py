@@ -133,11 +133,14 @@ def test_kube_check_cli_fails_on_a_broken_overlay(tmp_path: Path):
     assert "FAIL" in bad.stdout and "local" in bad.stdout
 
 
+POSTGRES_IMAGE = "postgres:17.6"
+
+
 def _containers(obj) -> list[dict]:
     found = []
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if key == "containers":
+            if key in ("containers", "initContainers"):
                 found += value
             else:
                 found += _containers(value)
@@ -155,7 +158,10 @@ def test_every_container_is_non_root_and_bounded(local_objects):
         assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
         assert security["allowPrivilegeEscalation"] is False
         assert container["resources"]["limits"]["memory"]
-        assert container["image"] == "ray-app:0.1.0"  # overlay's image, not the placeholder
+        # The overlay's image, not the placeholder; the in-cluster MLflow database runs
+        # PostgreSQL's own (components/mlflow-postgres).
+        want = POSTGRES_IMAGE if container["name"] == "postgres" else "ray-app:0.1.0"
+        assert container["image"] == want
 
 
 def test_cluster_shape(local_objects):
