@@ -16,12 +16,19 @@ from ray_app.core.errors import DataError
 from ray_app.core.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from ray_app.data.files import (
     RAW_COLUMNS,
+    list_files,
     read_table,
     read_table_with_layout,
     read_uci,
     verify_checksum,
 )
-from ray_app.data.splits import count_overlap, load_splits
+from ray_app.data.splits import (
+    combine_overlap,
+    count_overlap,
+    feature_hashes,
+    load_splits,
+    overlap_mask,
+)
 from tests.support.samples import DATA, GOOD_ROW, HEADER, KAGGLE, OPENML, write_layout
 
 
@@ -225,3 +232,41 @@ def test_the_shipped_test_file_is_the_default_only_for_the_shipped_training_data
     assert "split of" in load_splits(DataConfig(train_path=mine)).provenance["test_source"]
     shipped = load_splits(DataConfig(train_path=DATA / "adult.data"))
     assert shipped.provenance["test_source"] == str(DATA / "adult.test")
+
+
+# --- the overlap guard with a folder of training files -------------------------------------
+
+
+def test_the_overlap_guard_ors_the_masks_of_every_training_file(tmp_path, sample):
+    """Regressions this catches: the per-file masks combined with `&` (a row must then be in
+    every file: 0 here), only the last file's mask kept (8), the masks summed instead of OR-ed
+    (a row in two files counted twice: 23), or a folder read as its last file only."""
+    unique = sample.drop_duplicates(subset=FEATURE_COLUMNS).reset_index(drop=True)
+    a, b, c = unique.iloc[0:100], unique.iloc[100:200], unique.iloc[200:300]
+    c = pd.concat([c, a.iloc[0:10]])  # rows 0-9 are in the first AND the last file
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for name, part in (("a.csv", a), ("b.csv", b), ("c.csv", c)):
+        write_layout(part, folder / name, KAGGLE)
+    # 5 rows of a (also in c), 10 of b only, 3 of c only, 30 in no training file.
+    test = pd.concat([unique.iloc[0:5], unique.iloc[120:130], unique.iloc[250:253],
+                      unique.iloc[300:330]], ignore_index=True)  # fmt: skip
+    test_path = write_layout(test, tmp_path / "test.csv", KAGGLE)
+
+    # The Ray Data path: one mask per file (in its read task), combined on the driver.
+    files = list_files(str(folder))
+    assert [Path(f).name for f in files] == ["a.csv", "b.csv", "c.csv"]
+    hashes = feature_hashes(read_table(test_path))
+    masks = [overlap_mask(hashes, read_table(f)) for f in files]
+    assert [int(m.sum()) for m in masks] == [5, 10, 8]
+    assert combine_overlap(masks) == 18
+    # The in-process path: the folder's rows concatenated, one mask.
+    assert count_overlap(read_table(folder), test) == 18
+    splits = load_splits(DataConfig(train_path=folder, test_path=test_path,
+                                    max_test_overlap=0.5))  # fmt: skip
+    assert splits.provenance["test_overlap"] == {"rows": 18, "of": 48, "rate": 0.375}
+    # 18 of 48 is above a 30 % limit: refused, whichever file the repeated rows are in.
+    with pytest.raises(DataError, match=r"18 of 48 test rows \(37.50%\) repeat rows"):
+        load_splits(DataConfig(train_path=folder, test_path=test_path, max_test_overlap=0.3))
+    with pytest.raises(DataError, match="no training files"):
+        combine_overlap([])
