@@ -530,10 +530,12 @@ def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served, tmp_p
             assert answer.status_code == 200, answer.text
 
     def gauges() -> dict[str, float]:
+        """The 14 feature gauges, and the score's under the key "score"."""
         text = httpx.get(f"{served['url']}/metrics").text
         found = dict(re.findall(r'^adult_feature_psi\{feature="(\w+)"\} (\S+)$', text, re.M))
-        assert re.search(r"^adult_score_psi \S+$", text, re.M), text[-2000:]
-        return {k: float(v) for k, v in found.items()}
+        score = re.search(r"^adult_score_psi (\S+)$", text, re.M)
+        assert score, text[-2000:]
+        return {**{k: float(v) for k, v in found.items()}, "score": float(score.group(1))}
 
     def scraped(prom: str, expr: str, until) -> list[dict]:
         """`expr` through Prometheus once its answer satisfies `until` (scrapes are 1 s)."""
@@ -547,7 +549,12 @@ def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served, tmp_p
     with prometheus_server(tmp_path, f"127.0.0.1:{served['port']}") as prom:
         send(test)
         clean = gauges()
+        clean_score = clean.pop("score")
         assert len(clean) == 14 and max(clean.values()) < 0.1, clean
+        # The score gauge is asserted, not only matched: a gauge stuck at 0.0 (never set, or
+        # set from an empty window) fails the rise below. Estimated with a GBDT in place of
+        # the model: 0.04 on the clean rows, 0.23 on the shifted ones.
+        assert clean_score < 0.1, clean_score
 
         def low(found: list[dict]) -> bool:
             return len(found) == 14 and max(float(s["value"][1]) for s in found) < 0.1
@@ -560,6 +567,8 @@ def test_metrics_carry_psi_gauges_that_move_after_shifted_requests(served, tmp_p
         shifted["occupation"] = "Prof-specialty"
         send(shifted)
         moved = gauges()
+        moved_score = moved.pop("score")
+        assert moved_score > 0.1 and moved_score > 2 * clean_score, (clean_score, moved_score)
         assert moved["age"] > 0.2 and moved["occupation"] > 0.2, moved
         assert {k for k, v in moved.items() if v > 0.2} == {"age", "occupation"}, moved
         fired = scraped(prom, drift, lambda r: len(r) >= 2)
