@@ -207,6 +207,11 @@ def test_the_ensemble_is_one_version_with_each_members_figures(served):
     ensemble = report["metrics"]["test_log_loss"]
     assert ensemble <= sum(m["log_loss"] for m in members) / 2 + 1e-9
     assert ensemble not in [pytest.approx(m["log_loss"], abs=1e-6) for m in members]
+    # The champion rule judged the ensemble on its own validation loss, the one it reports,
+    # not on a member's best epoch (regression: a member's loss passed to the promotion).
+    promoted_on = trained["champion"]["val_log_loss"]
+    assert promoted_on == pytest.approx(trained["best_val_log_loss"], abs=1e-5)
+    assert promoted_on not in [pytest.approx(m["best_val_log_loss"], abs=1e-6) for m in members]
 
 
 def test_predictions_equal_the_mlflow_logged_model(served):
