@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,18 @@ def read_for_scoring(path: str) -> tuple[pd.DataFrame, list[str]]:
     frame["source_file"] = path
     frame["source_row"] = np.asarray(raw.numbers)[good]
     return frame, errors
+
+
+def write_bad_rows(errors_per_file: Sequence[Sequence[str]], out: str) -> tuple[int, str | None]:
+    """The invalid rows of several files (`read_for_scoring`'s messages, one list per file in
+    the order the files were listed) to `<out>.bad_rows.csv`, one row each, every message
+    naming its file, line or row, column and reason. Returns (count, the file or None)."""
+    errors = [e for per_file in errors_per_file for e in per_file]
+    if not errors:
+        return 0, None
+    bad_file = f"{out.rstrip('/')}.bad_rows.csv"
+    pd.DataFrame({"error": errors}).to_csv(bad_file, index=False)
+    return len(errors), bad_file
 
 
 def read_table_with_layout(path: Path | str) -> tuple[pd.DataFrame, Layout]:

@@ -27,8 +27,10 @@ from ray_app.core.schema import LABEL_COLUMN
 from ray_app.data.files import list_files, read_file
 from ray_app.data.splits import (
     check_overlap,
+    combine_overlap,
     describe_layout,
     feature_hashes,
+    overlap_mask,
     plan_splits,
     record_test_source,
     resolve_sources,
@@ -70,7 +72,7 @@ def _read_remote() -> Any:
             "layout": layout,
         }
         if test_hashes is not None:  # the overlap guard: which test rows occur in this file
-            meta["overlap"] = np.isin(test_hashes, feature_hashes(frame))
+            meta["overlap"] = overlap_mask(test_hashes, frame)
         else:
             meta["hashes"] = feature_hashes(frame)
         return pa.Table.from_pandas(frame, preserve_index=False), meta
@@ -135,9 +137,9 @@ def load_datasets(cfg: DataConfig) -> SplitDatasets:
     labels = np.concatenate([m["labels"] for m in meta])
     record_test_source(labels, sources, cfg)
     if sources.test is not None:
-        overlap = np.logical_or.reduce([m["overlap"] for m in meta])
+        overlap = combine_overlap([m["overlap"] for m in meta])
         n_test = sum(m["rows"] for m in test_meta)
-        provenance["test_overlap"] = check_overlap(int(overlap.sum()), n_test, sources, cfg)
+        provenance["test_overlap"] = check_overlap(overlap, n_test, sources, cfg)
     # In a task: sklearn's stratified split needs ~80 bytes a row while it runs, which would
     # be most of the driver's memory at 100x; the driver keeps the int32 indices it returns.
     plan = get(_plan_remote().remote(labels, cfg, sources.test is not None))

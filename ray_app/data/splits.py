@@ -39,9 +39,23 @@ def feature_hashes(frame: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(frame[FEATURE_COLUMNS], index=False).to_numpy()
 
 
+def overlap_mask(test_hashes: np.ndarray, train_part: pd.DataFrame) -> np.ndarray:
+    """Which test rows (by `feature_hashes`) occur in this part of the training data (one
+    file of a folder, or all of it)."""
+    return np.isin(test_hashes, feature_hashes(train_part))
+
+
+def combine_overlap(masks: list[np.ndarray]) -> int:
+    """Test rows that occur in ANY of the training files: the per-file masks OR-ed (a row
+    counts once, however many files repeat it)."""
+    if not masks:
+        raise DataError("no training files: nothing to compare the test rows with")
+    return int(np.logical_or.reduce(masks).sum())
+
+
 def count_overlap(train: pd.DataFrame, test: pd.DataFrame) -> int:
     """Test rows whose 14 features also occur in the training data."""
-    return int(np.isin(feature_hashes(test), feature_hashes(train)).sum())
+    return combine_overlap([overlap_mask(feature_hashes(test), train)])
 
 
 def _same_file(a: str, b: Path) -> bool:

@@ -110,11 +110,15 @@ def check(data: str, bundle: Path, version: str, cfg: MonitorConfig) -> dict[str
     return _finish(report, len(frame), codes, reference)
 
 
+def retrain_needed(drift: bool, performance: dict[str, Any] | None) -> bool:
+    """The retrain rule: drift (a feature's or the score's PSI past the threshold), OR a
+    performance drop on labelled rows, each enough on its own."""
+    return bool(drift) or bool(performance and performance["dropped"])
+
+
 def _finish(report: dict[str, Any], rows: int, codes: np.ndarray,
             reference: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    report["retrain_needed"] = report["drift"] or bool(
-        report["performance"] and report["performance"]["dropped"]
-    )
+    report["retrain_needed"] = retrain_needed(report["drift"], report["performance"])
     # For the plots; not serialised.
     report["_rows"], report["_codes"], report["_reference"] = rows, codes, reference
     return report

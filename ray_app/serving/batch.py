@@ -7,11 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ray_app.core.config import AppConfig
 from ray_app.core.runtime import check_shared_input, check_shared_storage, ensure_ray
-from ray_app.data.files import list_files, read_for_scoring
+from ray_app.data.files import list_files, read_for_scoring, write_bad_rows
 from ray_app.data.raydata import get
 from ray_app.ml.scoring import score_dataset
 from ray_app.tracking import store
@@ -62,15 +60,11 @@ def predict_files(
         scored.write_csv(out)
     else:
         scored.write_parquet(out)
-    errors = [e for info in infos for e in info["errors"]]
+    bad, bad_file = write_bad_rows([info["errors"] for info in infos], out)
     wall = time.perf_counter() - start
-    bad_file = None
-    if errors:
-        bad_file = f"{out.rstrip('/')}.bad_rows.csv"
-        pd.DataFrame({"error": errors}).to_csv(bad_file, index=False)
     return {
         "rows_scored": rows,
-        "bad_rows": len(errors),
+        "bad_rows": bad,
         "bad_rows_file": bad_file,
         "out": out,
         "format": fmt,

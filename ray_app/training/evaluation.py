@@ -99,7 +99,37 @@ def evaluate_candidate(
     gbdt = gbdt_on_ray(splits, pre, seed)
     k = max(1, len(members))
     frames = scored_splits({"test": splits.test, "val": splits.val}, bundle, k)
-    test, val = frames["test"], frames["val"]
+    figures = scored_figures(frames["test"], frames["val"], members)
+    assert splits.train_stats is not None
+    save_reference(build_reference(splits.train_stats, pre, figures.val_probability,
+                                   figures.report["metrics"], figures.val_spread),
+                   bundle)  # fmt: skip
+    return CandidateEvaluation(
+        report=figures.report,
+        labels=figures.labels,
+        probability=figures.probability,
+        val_log_loss=figures.val_log_loss,
+        gbdt=ray.get(gbdt),
+    )
+
+
+@dataclass
+class ScoredFigures:
+    report: dict[str, Any]
+    labels: np.ndarray
+    probability: np.ndarray
+    val_probability: np.ndarray
+    val_spread: np.ndarray | None
+    val_log_loss: float
+
+
+def scored_figures(test: pd.DataFrame, val: pd.DataFrame, members: list[dict[str, Any]],
+                   ) -> ScoredFigures:  # fmt: skip
+    """The candidate's figures from its scored test and validation rows (`scored_splits`):
+    test metrics; each member's own test figures into `members` (an ensemble's); the
+    validation loss the champion rule compares, of the candidate's OWN `probability` (an
+    ensemble's average, not any member's)."""
+    k = max(1, len(members))
     prob = test["probability"].to_numpy()
     report = evaluate_predictions(test, prob)
     for i, member in enumerate(members if k > 1 else []):
@@ -110,13 +140,11 @@ def evaluate_candidate(
     if k > 1:
         val_spread = spread(np.stack([val[f"probability_member_{i}"].to_numpy()
                                       for i in range(k)]))  # fmt: skip
-    assert splits.train_stats is not None
-    save_reference(build_reference(splits.train_stats, pre, val_prob, report["metrics"],
-                                   val_spread), bundle)  # fmt: skip
-    return CandidateEvaluation(
+    return ScoredFigures(
         report=report,
         labels=test[LABEL_COLUMN].to_numpy(),
         probability=prob,
+        val_probability=val_prob,
+        val_spread=val_spread,
         val_log_loss=float(log_loss(val[LABEL_COLUMN], val_prob, labels=[0, 1])),
-        gbdt=ray.get(gbdt),
     )

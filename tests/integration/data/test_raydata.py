@@ -137,8 +137,11 @@ def test_training_streams_a_shard_that_does_not_fit_the_cache(local_ray, quick_c
     quick_cfg.tracking.register_model = False
     result = run_train_job(quick_cfg).to_json()
     assert result["epochs_run"] == 2
+    # The same bounds as the cached run (test_ray_train.py: the same rows, 2 epochs, 2
+    # workers reach ~0.84): streaming changes where the rows come from, not what is learnt.
     majority = 1 - 0.2362  # adult.test's positive rate
-    assert result["test_accuracy"] > majority
+    assert result["test_accuracy"] >= majority + 0.04
+    assert 0.25 < result["test_log_loss"] < 0.45  # the majority rate's log loss is 0.55
 
 
 def test_the_train_command_refuses_a_test_file_that_repeats_training_rows(head, tmp_path):

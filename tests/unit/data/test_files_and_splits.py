@@ -16,12 +16,21 @@ from ray_app.core.errors import DataError
 from ray_app.core.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from ray_app.data.files import (
     RAW_COLUMNS,
+    list_files,
+    read_for_scoring,
     read_table,
     read_table_with_layout,
     read_uci,
     verify_checksum,
+    write_bad_rows,
 )
-from ray_app.data.splits import count_overlap, load_splits
+from ray_app.data.splits import (
+    combine_overlap,
+    count_overlap,
+    feature_hashes,
+    load_splits,
+    overlap_mask,
+)
 from tests.support.samples import DATA, GOOD_ROW, HEADER, KAGGLE, OPENML, write_layout
 
 
@@ -225,3 +234,87 @@ def test_the_shipped_test_file_is_the_default_only_for_the_shipped_training_data
     assert "split of" in load_splits(DataConfig(train_path=mine)).provenance["test_source"]
     shipped = load_splits(DataConfig(train_path=DATA / "adult.data"))
     assert shipped.provenance["test_source"] == str(DATA / "adult.test")
+
+
+# --- the overlap guard with a folder of training files -------------------------------------
+
+
+def test_the_overlap_guard_ors_the_masks_of_every_training_file(tmp_path, sample):
+    """Regressions this catches: the per-file masks combined with `&` (a row must then be in
+    every file: 0 here), only the last file's mask kept (8), the masks summed instead of OR-ed
+    (a row in two files counted twice: 23), or a folder read as its last file only."""
+    unique = sample.drop_duplicates(subset=FEATURE_COLUMNS).reset_index(drop=True)
+    a, b, c = unique.iloc[0:100], unique.iloc[100:200], unique.iloc[200:300]
+    c = pd.concat([c, a.iloc[0:10]])  # rows 0-9 are in the first AND the last file
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for name, part in (("a.csv", a), ("b.csv", b), ("c.csv", c)):
+        write_layout(part, folder / name, KAGGLE)
+    # 5 rows of a (also in c), 10 of b only, 3 of c only, 30 in no training file.
+    test = pd.concat([unique.iloc[0:5], unique.iloc[120:130], unique.iloc[250:253],
+                      unique.iloc[300:330]], ignore_index=True)  # fmt: skip
+    test_path = write_layout(test, tmp_path / "test.csv", KAGGLE)
+
+    # The Ray Data path: one mask per file (in its read task), combined on the driver.
+    files = list_files(str(folder))
+    assert [Path(f).name for f in files] == ["a.csv", "b.csv", "c.csv"]
+    hashes = feature_hashes(read_table(test_path))
+    masks = [overlap_mask(hashes, read_table(f)) for f in files]
+    assert [int(m.sum()) for m in masks] == [5, 10, 8]
+    assert combine_overlap(masks) == 18
+    # The in-process path: the folder's rows concatenated, one mask.
+    assert count_overlap(read_table(folder), test) == 18
+    splits = load_splits(DataConfig(train_path=folder, test_path=test_path,
+                                    max_test_overlap=0.5))  # fmt: skip
+    assert splits.provenance["test_overlap"] == {"rows": 18, "of": 48, "rate": 0.375}
+    # 18 of 48 is above a 30 % limit: refused, whichever file the repeated rows are in.
+    with pytest.raises(DataError, match=r"18 of 48 test rows \(37.50%\) repeat rows"):
+        load_splits(DataConfig(train_path=folder, test_path=test_path, max_test_overlap=0.3))
+    with pytest.raises(DataError, match="no training files"):
+        combine_overlap([])
+
+
+# --- batch scoring's bad rows, several input files ------------------------------------------
+
+
+def test_bad_rows_of_several_files_name_their_own_file_and_line(tmp_path, sample):
+    """`ray-app predict` over a folder of three files (CSV with a header, raw UCI, Parquet),
+    each with invalid rows: every bad row is reported once, under its own file and its own
+    line or row, in the files' order; the good rows keep theirs (source_file, source_row).
+
+    Regressions this catches: only the last file's errors written (the per-file lists
+    overwritten, not concatenated), line numbers counted across the folder instead of per
+    file, rows numbered from 0 or by position among the good rows, or a bad row dropped."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [GOOD_ROW] * 4
+    rows[1] = GOOD_ROW.replace("39,", "abc,", 1)  # line 3 (after the header)
+    (folder / "a.csv").write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    uci = [GOOD_ROW.replace(",", ", ")] * 3
+    uci[0] = uci[0].replace("State-gov, 77516", "State-gov, -1")  # line 1: fnlwgt < 0
+    uci[2] = uci[2].replace("<=50K", "maybe")  # line 3: an unknown label
+    (folder / "b.data").write_text("\n".join(uci) + "\n")
+    frame = sample.head(5).copy()
+    frame.loc[frame.index[3], "capital_gain"] = -5.0  # row 4
+    frame.to_parquet(folder / "c.parquet", index=False)
+
+    files = list_files(str(folder))
+    assert [Path(f).name for f in files] == ["a.csv", "b.data", "c.parquet"]
+    read = [read_for_scoring(f) for f in files]
+    count, bad_file = write_bad_rows([errors for _, errors in read], str(tmp_path / "out"))
+    assert count == 4 and bad_file == f"{tmp_path / 'out'}.bad_rows.csv"
+    assert pd.read_csv(bad_file)["error"].tolist() == [
+        f"{files[0]}: line 3, column 'age': 'abc' is not a number",
+        f"{files[1]}: line 1, column 'fnlwgt': '-1' must be a finite number >= 0",
+        f"{files[1]}: line 3, column 'income': unknown label 'maybe'; expected one of "
+        "['<=50K', '>50K']",
+        f"{files[2]}: row 4, column 'capital_gain': '-5.0' must be a finite number >= 0",
+    ]
+    good = pd.concat([f for f, _ in read], ignore_index=True)
+    assert list(zip(good["source_file"].map(lambda p: Path(p).name), good["source_row"],
+                    strict=True)) == [("a.csv", 2), ("a.csv", 4), ("a.csv", 5), ("b.data", 2),
+                                      ("c.parquet", 1), ("c.parquet", 2), ("c.parquet", 3),
+                                      ("c.parquet", 5)]  # fmt: skip
+    # No bad row: no file written.
+    assert write_bad_rows([[], []], str(tmp_path / "clean")) == (0, None)
+    assert not (tmp_path / "clean.bad_rows.csv").exists()

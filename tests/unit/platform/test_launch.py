@@ -574,6 +574,82 @@ def test_validation_failed_rayservice_fails_deploy_at_once(schemas):
     assert clock.now - start < 60
 
 
+def test_an_unhealthy_update_fails_the_deploy_after_settle_s_with_the_apps_message(schemas):
+    """UNHEALTHY (a config whose replicas keep failing their health checks) is a failure,
+    but only once it lasted `settle_s`. Regressions this catches: UNHEALTHY left out of the
+    failure states (the step would wait out deploy_timeout_s, 30 min, and then blame a
+    timeout), the settle time ignored (a blip fails the step) or the app's message dropped."""
+
+    def outcome(config: str) -> tuple[str, str]:
+        if "model_version: '2'" in config:
+            return "UNHEALTHY", "Deployment 'Model' has 0 of 1 healthy replicas"
+        return "RUNNING", ""
+
+    clock = Clock()
+    fake = FakeKubeRay(schemas, clock, serve_outcome=outcome)
+    fake.registry["champion"] = "1"
+    launcher, _ = _launcher(fake, clock, settle_s=60)
+    _first_deployment(fake, clock, launcher)
+    start = clock.now
+    reason = "Deployment 'Model' has 0 of 1 healthy replicas"
+    with pytest.raises(JobFailed, match=rf": Serve application adult-income UNHEALTHY: {reason}$"):
+        launcher.deploy("2")
+    # Not before the new config settled and stayed UNHEALTHY for settle_s; long before the
+    # deploy timeout.
+    assert fake.deploy_s + 60 <= clock.now - start <= fake.deploy_s + 60 + 2 * 5 + 5
+    assert clock.now - start < launcher.cfg.deploy_timeout_s / 10
+    assert fake.served(kuberay.SERVICE_NAME)["model_version"] == "1"  # the old one serves
+
+
+class _ServeHead:
+    """A Ray head's Serve REST API as LocalRayJobs calls it (PUT the config, GET the apps'
+    statuses): the applications go DEPLOYING, then `final` after `deploy_s`."""
+
+    def __init__(self, clock: Clock, final: str, message: str, deploy_s: float = 20) -> None:
+        self.clock, self.final, self.message, self.deploy_s = clock, final, message, deploy_s
+        self.put_at: float | None = None
+        self.names: list[str] = []
+
+    def __call__(self, method: str, path: str, body: dict | None = None) -> Any:
+        assert path == "/api/serve/applications/"
+        if method == "PUT":
+            assert body is not None
+            self.put_at, self.names = self.clock.now, [a["name"] for a in body["applications"]]
+            return None
+        assert method == "GET" and self.put_at is not None
+        settled = self.clock.now - self.put_at >= self.deploy_s
+        status = self.final if settled else "DEPLOYING"
+        apps = {n: {"status": status, "message": self.message if settled else ""}
+                for n in self.names}  # fmt: skip
+        return {"applications": apps}
+
+
+def test_local_deploy_failed_fails_the_deploy_with_the_apps_message():
+    """The local backend (a laptop's Ray head): DEPLOY_FAILED stops the deploy at once with
+    the application's message. Regression this catches: the DEPLOY_FAILED check dropped (or
+    matched on another state): the step would poll until deploy_timeout_s, then report a
+    timeout without Serve's reason."""
+    from ray_app.platform.launch.local import LocalRayJobs
+
+    clock = Clock()
+    head = _ServeHead(clock, "DEPLOY_FAILED", "RuntimeError: models:/adult-income/99 not found")
+    cfg = AppConfig(launch=LaunchConfig(backend="local", poll_s=5))
+    launcher = LocalRayJobs(cfg, log=lambda _: None, clock=clock, sleep=clock.sleep,
+                            get=lambda url: {"model_version": "1"})  # fmt: skip
+    launcher._request = head  # type: ignore[method-assign]
+    reason = "RuntimeError: models:/adult-income/99 not found"
+    with pytest.raises(
+        JobFailed, match=rf"^Serve application adult-income DEPLOY_FAILED: {reason}$"
+    ):
+        launcher.deploy("99")
+    assert head.deploy_s <= clock.now <= head.deploy_s + 5
+    # The same head, the config RUNNING and /health naming it: the deploy succeeds.
+    ok = _ServeHead(clock, "RUNNING", "")
+    launcher._request = ok  # type: ignore[method-assign]
+    launcher.get = lambda url: {"model_version": "3"}
+    assert launcher.deploy("3")["model_version"] == "3"
+
+
 def test_ray_app_launch_runs_a_copy_of_the_template_and_leaves_the_release_its_fields(
     schemas, monkeypatch
 ):

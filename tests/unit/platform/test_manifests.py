@@ -192,8 +192,10 @@ def test_rayjobs_run_the_cli_on_shared_storage(local_objects):
         env = yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
         assert env["RAY_APP_STORAGE_PATH"].startswith(kuberay.SHARED_MOUNT)
         assert spec["shutdownAfterJobFinishes"] is True
-        assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
-        assert spec["backoffLimit"] >= 0
+        # The generator's figures (a deadline per kind: a search runs longer than a training),
+        # not just "set": a tune deadline cut to the training's would kill a search mid-way.
+        assert spec["activeDeadlineSeconds"] == kuberay.DEADLINES[kind]
+        assert (spec["ttlSecondsAfterFinished"], spec["backoffLimit"]) == (600, 1)
         pod = spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
         claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
         assert claim == kuberay.SHARED_PVC

@@ -112,3 +112,40 @@ def test_the_cli_lists_sets_and_rolls_back(registry):
     moves = json.loads(listed.output.strip().splitlines()[-1])["moves"]
     assert [(m["to_version"], m["kind"], m["reason"]) for m in moves[-2:]] == [
         ("5", "manual", "canary won"), ("4", "rollback", "rollback from v5 to v4")]  # fmt: skip
+
+
+def test_a_champion_that_cannot_be_rescored_is_replaced_not_kept_and_no_crash(registry):
+    """Regressions this catches: the champion kept when its bundle cannot be scored (the
+    `except` branch returning 'not promoted'), the error re-raised (the training run dies after
+    registering its model), or the champion's own logged loss used instead (0.35 would keep
+    v2 against a 0.38 challenger)."""
+
+    def loss_of(bundle: Path) -> float:
+        if _loss(bundle) == 0.35:  # v2's bundle: written by an incompatible version
+            raise UserError("bundle: preprocessor format 0 is not supported")
+        return _loss(bundle)
+
+    assert promote_if_better(registry, "1", 0.40, loss_of, 600).promoted
+    assert promote_if_better(registry, "2", 0.35, loss_of, 600).promoted  # v1 re-scored: 0.40
+    third = promote_if_better(registry, "3", 0.38, loss_of, 600)
+    assert (third.promoted, third.champion_version, third.previous_champion_version) == (
+        True, "3", "2")  # fmt: skip
+    assert third.previous_champion_val_log_loss is None
+    assert third.reason == ("champion v2 could not be re-scored (bundle: preprocessor format 0 "
+                            "is not supported); replaced")  # fmt: skip
+    assert history.current(registry) == "3"
+    move = history.history(registry)[-1]
+    assert (move.from_version, move.to_version, move.reason) == ("2", "3", third.reason)
+    # A champion whose bundle is missing: a version registered from a run that logged none.
+    client = MlflowClient()
+    with mlflow.start_run(experiment_id=client.get_experiment_by_name("history-test")
+                          .experiment_id) as run:  # fmt: skip
+        mlflow.log_param("empty", 1)
+    source = f"runs:/{run.info.run_id}/model"
+    empty = client.create_model_version(registry.registered_model, source, run.info.run_id)
+    history.move_alias(registry, str(empty.version), "manual", "a bad hand-pick")
+    fourth = promote_if_better(registry, "4", 0.30, loss_of, 600)
+    assert fourth.promoted and history.current(registry) == "4"
+    assert fourth.reason.startswith(f"champion v{empty.version} could not be re-scored (")
+    assert fourth.reason.endswith("); replaced")
+    assert "cannot load model" in fourth.reason or "no artifacts/bundle" in fourth.reason
