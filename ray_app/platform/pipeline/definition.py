@@ -15,6 +15,7 @@ from kfp import dsl
 
 from ray_app.core.constants import IMAGE
 from ray_app.platform.pipeline.steps import default_launch
+from ray_app.platform.podspec import MLFLOW_READER_SECRET, MLFLOW_WRITER_SECRET, security_context
 
 PIPELINE_NAME = "adult-income"
 DESCRIPTION = (
@@ -62,6 +63,36 @@ def deploy_op(launch: dict, candidate: dict) -> dict:
     return deploy_step(launch, model_uri(candidate))
 
 
+# Which MLflow user each step logs in as (docs/mlflow.md): the train and tune steps launch
+# RayJobs and read their runs, evaluate logs the test figures, all as the writer; deploy only
+# resolves and pins a version, as the reader; preprocess never reaches MLflow.
+STEP_USERS = {"train-op": MLFLOW_WRITER_SECRET, "tune-op": MLFLOW_WRITER_SECRET,
+              "evaluate-op": MLFLOW_WRITER_SECRET, "deploy-op": MLFLOW_READER_SECRET}  # fmt: skip
+
+
+def _harden(task: Any) -> Any:
+    """A step pod as the `restricted` Pod Security Standard wants it (the profile namespace
+    may enforce it, docs/security.md): the image's non-root user (no privilege escalation, no
+    capabilities and the RuntimeDefault seccomp profile KFP 2.17 sets on every step itself, as
+    kfp-kubernetes' set_security_context documents), and
+    the step's MLflow user from its Secret in that namespace (optional: a tracking server
+    without auth needs none)."""
+    from kfp import kubernetes
+
+    context = security_context()
+    kubernetes.set_security_context(task, run_as_user=context["runAsUser"],
+                                    run_as_group=context["runAsGroup"],
+                                    run_as_non_root=context["runAsNonRoot"])  # fmt: skip
+    secret = STEP_USERS.get(task.component_spec.name.replace("_", "-"))
+    if secret:
+        env = {
+            "username": "MLFLOW_TRACKING_USERNAME",
+            "password": "MLFLOW_TRACKING_PASSWORD",  # pragma: allowlist secret (a variable name)
+        }
+        kubernetes.use_secret_as_env(task, secret, secret_key_to_env=env, optional=True)
+    return task
+
+
 def build_pipeline(image: str = IMAGE) -> Any:
     """The pipeline, its steps running in `image` (which has ray-app and kfp installed)."""
 
@@ -82,24 +113,25 @@ def build_pipeline(image: str = IMAGE) -> Any:
         run_tune: bool = False,
         tune_args: str = "",
     ) -> None:
-        data = preprocess(args=train_args).set_caching_options(False)
+        data = _harden(preprocess(args=train_args)).set_caching_options(False)
         # The run and task name the step's RayJob: a retried task adopts its earlier job.
         ids = {
             "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             "task": dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
         }
-        trained = train(launch=launch, args=train_args, **ids).after(data)
+        trained = _harden(train(launch=launch, args=train_args, **ids)).after(data)
         trained.set_caching_options(False)
         with dsl.If(run_tune == True, "tune"):  # noqa: E712 (a KFP condition, not Python)
-            tuned = tune(launch=launch, args=tune_args, **ids).set_caching_options(False)
+            tuned = _harden(tune(launch=launch, args=tune_args, **ids))
+            tuned.set_caching_options(False)
         with dsl.Else("no-tune"):
-            kept = keep(result=trained.output)
+            kept = _harden(keep(result=trained.output))
         candidate = dsl.OneOf(tuned.output, kept.output)
-        evaluation = evaluate(launch=launch, candidate=candidate, args=train_args)
+        evaluation = _harden(evaluate(launch=launch, candidate=candidate, args=train_args))
         evaluation.set_caching_options(False)
         # kfp.local resolves a condition on a task's "Output", not on NamedTuple fields.
         with dsl.If(evaluation.outputs["Output"] == True, "improved"):  # noqa: E712
-            deploy(launch=launch, candidate=candidate).set_caching_options(False)
+            _harden(deploy(launch=launch, candidate=candidate)).set_caching_options(False)
 
     return adult_income
 

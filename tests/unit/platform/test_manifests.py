@@ -243,16 +243,46 @@ def test_pipeline_rbac_is_least_privilege(local_objects):
     assert not any(o["kind"].startswith("Cluster") for o in local_objects)
 
 
+def test_every_pipeline_step_runs_non_root_with_its_own_mlflow_user():
+    """The compiled pipeline's Kubernetes platform spec (kfp.kubernetes): every step pod as
+    the image's non-root user (a `restricted` profile namespace admits it); train, tune and
+    evaluate log in to MLflow as the writer, deploy as the reader, the others not at all.
+    Regressions caught: a step left without securityContext (the profile refuses its pod), the
+    deploy step given the writer's Secret, a Secret made required (no auth server: no run)."""
+    from ray_app.platform.podspec import MLFLOW_READER_SECRET, MLFLOW_WRITER_SECRET
+
+    spec = list(yaml.safe_load_all((REPO / "pipelines" / "adult_income.yaml").read_text()))
+    executors = spec[0]["deploymentSpec"]["executors"]
+    platform = spec[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(platform) == set(executors)  # every step, none forgotten
+    users = {}
+    for name, config in platform.items():
+        context = config["securityContext"]
+        assert context["runAsNonRoot"] is True and int(context["runAsUser"]) == 1000, name
+        assert int(context["runAsGroup"]) == 100, name
+        secrets = config.get("secretAsEnv", [])
+        assert all(s["optional"] is True for s in secrets), name
+        users[name] = {s["secretName"] for s in secrets}
+        for s in secrets:
+            assert {m["envVar"] for m in s["keyToEnv"]} == {
+                "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
+    writer, reader = {MLFLOW_WRITER_SECRET}, {MLFLOW_READER_SECRET}
+    assert users == {"exec-preprocess-op": set(), "exec-keep-op": set(), "exec-train-op": writer,
+                     "exec-tune-op": writer, "exec-evaluate-op": writer,
+                     "exec-deploy-op": reader}  # fmt: skip
+
+
 def test_compiled_pipeline_is_up_to_date(tmp_path: Path):
     from ray_app.platform.pipeline.definition import compile_pipeline
 
     fresh = compile_pipeline(tmp_path / "p.yaml")
     committed = REPO / "pipelines" / "adult_income.yaml"
     # Compared as data: KFP's header comment lists dict defaults in no fixed order.
-    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(fresh.read_text()), (
+    read = lambda path: list(yaml.safe_load_all(path.read_text()))  # noqa: E731
+    assert read(committed) == read(fresh), (
         "pipelines/adult_income.yaml is stale: run `ray-app pipeline compile`"
     )
-    spec = yaml.safe_load(committed.read_text())
+    spec = read(committed)[0]
     tasks = spec["root"]["dag"]["tasks"]
     assert {"preprocess-op", "train-op", "evaluate-op"} <= set(tasks)
     assert "condition-branches-1" in tasks  # tune / no-tune (dsl.If/Else + OneOf)

@@ -54,7 +54,7 @@ def test_every_rendered_image_is_a_pushed_digest(dist: Path):
 
 
 def test_pipeline_steps_and_its_rayjobs_use_the_pushed_digest(dist: Path):
-    spec = yaml.safe_load((dist / "adult_income_pipeline.yaml").read_text())
+    spec = next(yaml.safe_load_all((dist / "adult_income_pipeline.yaml").read_text()))
     steps = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert steps == {f"{REPOSITORY}@{CPU}"}
     # The launcher's image when no template RayJob is deployed: the `launch` default.
@@ -82,7 +82,8 @@ def test_committed_references_match_the_version_the_release_tags():
             assert entry["newTag"] == version + suffix, (overlay, entry)
             if overlay != "local":  # local: an image built and loaded into kind by hand
                 assert entry["newName"] == repository
-    compiled = yaml.safe_load((REPO / "pipelines" / "adult_income.yaml").read_text())
+    # The pipeline spec, then its Kubernetes platform spec (kfp.kubernetes): two documents.
+    compiled = next(yaml.safe_load_all((REPO / "pipelines" / "adult_income.yaml").read_text()))
     images = {e["container"]["image"] for e in compiled["deploymentSpec"]["executors"].values()}
     assert images == {IMAGE}
     for path in (REPO / "katib").glob("*.yaml"):
