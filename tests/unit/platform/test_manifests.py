@@ -249,8 +249,6 @@ def test_every_pipeline_step_runs_non_root_with_its_own_mlflow_user():
     evaluate log in to MLflow as the writer, deploy as the reader, the others not at all.
     Regressions caught: a step left without securityContext (the profile refuses its pod), the
     deploy step given the writer's Secret, a Secret made required (no auth server: no run)."""
-    from ray_app.platform.podspec import MLFLOW_READER_SECRET, MLFLOW_WRITER_SECRET
-
     spec = list(yaml.safe_load_all((REPO / "pipelines" / "adult_income.yaml").read_text()))
     executors = spec[0]["deploymentSpec"]["executors"]
     platform = spec[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -266,7 +264,8 @@ def test_every_pipeline_step_runs_non_root_with_its_own_mlflow_user():
         for s in secrets:
             assert {m["envVar"] for m in s["keyToEnv"]} == {
                 "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
-    writer, reader = {MLFLOW_WRITER_SECRET}, {MLFLOW_READER_SECRET}
+    # The Secret names docs/mlflow.md tells operators to create, written out here.
+    writer, reader = {"ray-app-mlflow-writer"}, {"ray-app-mlflow-reader"}
     assert users == {"exec-preprocess-op": set(), "exec-keep-op": set(), "exec-train-op": writer,
                      "exec-tune-op": writer, "exec-evaluate-op": writer,
                      "exec-deploy-op": reader}  # fmt: skip
